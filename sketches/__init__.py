@@ -1,0 +1,1 @@
+"""shiftwatch package."""
