@@ -1,0 +1,132 @@
+"""``shiftwatch`` command line: worker, replay, demo, loadgen."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from .settings import OPTIONS, Settings, resolve
+
+__all__ = ["main", "build_parser"]
+
+_PIPELINE_OPTS = ("snapshot_interval", "allowed_lateness", "input_unit", "sketch_bytes", "max_keys", "max_message_bytes")
+_KAFKA_OPTS = ("broker", "input_topic", "shift_topic", "dead_letter_topic")
+_WEB_OPTS = ("web_host", "web_port", "max_label_keys")
+
+SUBCOMMAND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "worker": tuple(o.name for o in OPTIONS),
+    "replay": _PIPELINE_OPTS,
+    "demo": _PIPELINE_OPTS + _WEB_OPTS,
+    "loadgen": ("broker", "input_topic"),
+}
+
+
+#: The demo runs on a compressed clock: one-second snapshots so a shift shows within seconds.
+BASES: dict[str, Settings] = {"demo": Settings(snapshot_interval=1.0)}
+
+
+def _add_options(p: argparse.ArgumentParser, names: Sequence[str], base: Settings | None = None) -> None:
+    base = base or Settings()
+    g = p.add_argument_group("configuration (flag > environment > --config TOML file > default)")
+    g.add_argument("--config", metavar="FILE", help="TOML file with options (top level or a [shiftwatch] table); env SHIFTWATCH_CONFIG")
+    for opt in OPTIONS:
+        if opt.name not in names:
+            continue
+        kwargs: dict[str, object] = {"dest": opt.name, "default": None}
+        if opt.choices:
+            kwargs["choices"] = opt.choices
+        if opt.type is bool:
+            kwargs["metavar"] = "BOOL"
+        else:
+            kwargs["metavar"] = opt.name.split("_")[-1].upper()
+        g.add_argument(opt.flag, help=f"{opt.help} (env {opt.env}; default {getattr(base, opt.name)})", **kwargs)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shiftwatch",
+        description="Per-key streaming percentiles in constant memory, and an alert when a percentile shifts.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    w = sub.add_parser("worker", help="run the Kafka worker (Faust agent, /metrics, live page)")
+    _add_options(w, SUBCOMMAND_OPTIONS["worker"])
+
+    r = sub.add_parser(
+        "replay",
+        help="run the pipeline on a file of JSON lines, no broker",
+        description="Runs the same pipeline as the worker on a file of JSON lines (one message per line) "
+        "and writes snapshots, shift events and dead letters as JSON lines to stdout.",
+    )
+    r.add_argument("path", help="file of JSON lines, or - for standard input")
+    r.add_argument(
+        "--emit",
+        default="snapshot,shift,retraction,dead_letter",
+        help="comma-separated record types to write (default: all of snapshot,shift,retraction,dead_letter)",
+    )
+    r.add_argument("--no-flush", action="store_true", help="do not close the last, still-open windows at end of input")
+    _add_options(r, SUBCOMMAND_OPTIONS["replay"])
+
+    d = sub.add_parser(
+        "demo",
+        help="embedded synthetic multi-key stream with a shift; live percentiles, /metrics and the live page",
+    )
+    d.add_argument("--duration", type=float, default=60.0, help="seconds to run; 0 runs until Ctrl-C (default 60)")
+    d.add_argument("--shift-at", type=float, default=12.0, help="seconds after start when 'checkout' slows down (default 12)")
+    d.add_argument("--shift-factor", type=float, default=1.6, help="latency multiplier of the injected shift (default 1.6)")
+    d.add_argument("--seed", type=int, default=7, help="random seed of the synthetic traffic (default 7)")
+    d.add_argument("--quiet", action="store_true", help="print only shift events, not the live table")
+    _add_options(d, SUBCOMMAND_OPTIONS["demo"], BASES["demo"])
+
+    lg = sub.add_parser("loadgen", help="produce synthetic multi-key latency traffic with occasional shifts to Kafka")
+    lg.add_argument("--rate", type=float, default=200.0, help="events per second per key (default 200)")
+    lg.add_argument("--keys", type=int, default=6, help="number of keys (default 6)")
+    lg.add_argument("--shift-every", type=float, default=600.0, help="seconds between injected shifts (default 600)")
+    lg.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 runs forever")
+    lg.add_argument("--seed", type=int, default=7)
+    _add_options(lg, SUBCOMMAND_OPTIONS["loadgen"])
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    flags = {o.name: getattr(args, o.name, None) for o in OPTIONS}
+    return resolve(flags, config_file=getattr(args, "config", None), base=BASES.get(args.command))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except (ValueError, OSError) as e:
+        parser.error(str(e))
+    logging.basicConfig(
+        level={"crit": logging.CRITICAL, "warn": logging.WARNING}.get(settings.log_level, settings.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "replay":
+        from .replay import run_replay
+
+        return run_replay(args.path, settings, emit=set(args.emit.split(",")), flush=not args.no_flush)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(settings, duration=args.duration, shift_at=args.shift_at, shift_factor=args.shift_factor, seed=args.seed, quiet=args.quiet)
+    if args.command == "worker":
+        from .app import run_worker
+
+        run_worker(settings)
+        return 0
+    if args.command == "loadgen":
+        from .loadgen import run_loadgen
+
+        return run_loadgen(settings, rate=args.rate, keys=args.keys, shift_every=args.shift_every, duration=args.duration, seed=args.seed)
+    parser.error(f"unknown command {args.command}")  # pragma: no cover
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Decoding response-time events from raw message bytes.
+
+Every message either yields events or dead-letter records — nothing is dropped
+silently and nothing raises. Values are converted to seconds here, so every later
+stage works in one unit.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+__all__ = [
+    "DecodeLimits",
+    "DeadLetter",
+    "Decoded",
+    "Decoder",
+    "Source",
+    "REASONS",
+    "UNIT_SCALE",
+]
+
+#: Multiplier from an input unit to seconds.
+UNIT_SCALE: dict[str, float] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+#: Every reason code a dead-letter record can carry (documented in the README).
+REASONS: tuple[str, ...] = (
+    "invalid_json",
+    "invalid_utf8",
+    "not_an_object",
+    "missing_field",
+    "bad_key",
+    "bad_value",
+    "non_finite_value",
+    "negative_value",
+    "bad_timestamp",
+    "too_large",
+    "too_deep",
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Source:
+    """Where a message came from (Kafka coordinates), for dead-letter records."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetter:
+    """A rejected input with the original bytes and why it was rejected."""
+
+    reason: str
+    error: str
+    raw: bytes
+    index: int | None = None
+    source: Source | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "dead_letter",
+            "version": 1,
+            "reason": self.reason,
+            "error": self.error,
+            "source": self.source.to_json() if self.source else None,
+            "index": self.index,
+            "raw_base64": base64.b64encode(self.raw).decode("ascii"),
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class DecodeLimits:
+    """Bounds that keep one hostile message from hurting the worker."""
+
+    max_message_bytes: int = 1 << 20
+    max_key_chars: int = 256
+    max_events_per_message: int = 100_000
+    #: Largest accepted latency, in seconds (a week): beyond it a value is a bug upstream.
+    max_value_s: float = 7 * 86400.0
+    #: Timestamps must lie in [min_ts, max_ts] epoch seconds (1970 .. 2286).
+    min_ts: float = 0.0
+    max_ts: float = 1e10
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Events from one or more messages, as parallel lists, plus rejects."""
+
+    keys: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    ts: list[float] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def extend(self, other: "Decoded") -> None:
+        self.keys.extend(other.keys)
+        self.values.extend(other.values)
+        self.ts.extend(other.ts)
+        self.dead.extend(other.dead)
+
+
+class _Reject(Exception):
+    """Internal: one event is invalid."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
+        self.error = error
+
+
+def parse_timestamp(ts: Any, limits: DecodeLimits) -> float:
+    """Epoch seconds from a number or an RFC 3339 string."""
+    if isinstance(ts, bool):
+        raise _Reject("bad_timestamp", "ts must be epoch seconds or an RFC 3339 string, got a boolean")
+    if isinstance(ts, (int, float)):
+        t = float(ts)
+        if not math.isfinite(t):
+            raise _Reject("bad_timestamp", f"ts must be finite, got {ts!r}")
+        if t > limits.max_ts and t / 1000.0 <= limits.max_ts:
+            raise _Reject("bad_timestamp", f"ts {ts!r} looks like epoch milliseconds; shiftwatch expects epoch seconds")
+    elif isinstance(ts, str):
+        if len(ts) > 64:
+            raise _Reject("bad_timestamp", "ts string is longer than 64 characters")
+        text = ts.strip()
+        try:
+            dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            raise _Reject("bad_timestamp", f"ts {ts!r} is not RFC 3339") from None
+        if dt.tzinfo is None:
+            raise _Reject("bad_timestamp", f"ts {ts!r} has no UTC offset (RFC 3339 requires one)")
+        t = dt.timestamp()
+    else:
+        raise _Reject("bad_timestamp", f"ts must be epoch seconds or an RFC 3339 string, got {type(ts).__name__}")
+    if not (limits.min_ts <= t <= limits.max_ts):
+        raise _Reject("bad_timestamp", f"ts {ts!r} is outside [{limits.min_ts:g}, {limits.max_ts:g}] epoch seconds")
+    return t
+
+
+class Decoder:
+    """Turns message bytes into (key, seconds, ts) events and dead letters.
+
+    Configure once (input unit, limits), then call :meth:`decode` per message.
+    ``default_ts`` (for instance the Kafka record timestamp) is used when an
+    event carries no ``ts``.
+    """
+
+    __slots__ = ("unit", "scale", "limits")
+
+    def __init__(self, unit: str = "ms", limits: DecodeLimits | None = None) -> None:
+        if unit not in UNIT_SCALE:
+            raise ValueError(f"unknown input unit {unit!r}; choose one of {sorted(UNIT_SCALE)}")
+        self.unit = unit
+        self.scale = UNIT_SCALE[unit]
+        self.limits = limits or DecodeLimits()
+
+    # -- one value -------------------------------------------------------
+    def _value(self, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _Reject("bad_value", f"value must be a number, got {type(v).__name__}")
+        x = float(v) if isinstance(v, float) else _int_to_float(v)
+        if not math.isfinite(x):
+            raise _Reject("non_finite_value", f"value must be finite, got {v!r}")
+        if x < 0.0:
+            raise _Reject("negative_value", f"value must be >= 0 (a response time), got {v!r}")
+        s = x * self.scale
+        if s > self.limits.max_value_s:
+            raise _Reject("bad_value", f"value {v!r} {self.unit} exceeds the limit of {self.limits.max_value_s:g} s")
+        return s
+
+    def _key(self, k: Any) -> str:
+        if not isinstance(k, str):
+            raise _Reject("bad_key", f"key must be a string, got {type(k).__name__}")
+        if not k:
+            raise _Reject("bad_key", "key must not be empty")
+        if len(k) > self.limits.max_key_chars:
+            raise _Reject("bad_key", f"key is {len(k)} characters, the limit is {self.limits.max_key_chars}")
+        return k
+
+    def _event(self, obj: Any, default_ts: float | None, out: Decoded) -> None:
+        if not isinstance(obj, dict):
+            raise _Reject("not_an_object", f"an event must be a JSON object, got {_json_type(obj)}")
+        if "values" in obj and "value" not in obj:
+            self._columnar(obj, default_ts, out)
+            return
+        for name in ("key", "value"):
+            if name not in obj:
+                raise _Reject("missing_field", f"event has no {name!r} field")
+        key = self._key(obj["key"])
+        value = self._value(obj["value"])
+        ts = self._ts(obj, default_ts)
+        out.keys.append(key)
+        out.values.append(value)
+        out.ts.append(ts)
+
+    def _ts(self, obj: dict[str, Any], default_ts: float | None) -> float:
+        if "ts" in obj:
+            return parse_timestamp(obj["ts"], self.limits)
+        if default_ts is None:
+            raise _Reject("missing_field", "event has no 'ts' field and the message has no timestamp")
+        return default_ts
+
+    def _columnar(self, obj: dict[str, Any], default_ts: float | None, out: Decoded) -> None:
+        """``{"key": k, "values": [...], "ts": [...] | t}``: many samples of one key."""
+        if "key" not in obj:
+            raise _Reject("missing_field", "columnar event has no 'key' field")
+        key = self._key(obj["key"])
+        values = obj["values"]
+        if not isinstance(values, list):
+            raise _Reject("bad_value", f"'values' must be an array, got {_json_type(values)}")
+        if len(values) > self.limits.max_events_per_message:
+            raise _Reject("too_large", f"{len(values)} values in one message; the limit is {self.limits.max_events_per_message}")
+        ts_field = obj.get("ts", default_ts)
+        if isinstance(ts_field, list):
+            if len(ts_field) != len(values):
+                raise _Reject("bad_timestamp", f"'ts' has {len(ts_field)} entries but 'values' has {len(values)}")
+            stamps = ts_field
+        else:
+            if ts_field is None:
+                raise _Reject("missing_field", "columnar event has no 'ts' field and the message has no timestamp")
+            t = parse_timestamp(ts_field, self.limits)
+            stamps = None
+        for i, v in enumerate(values):
+            try:
+                val = self._value(v)
+                ts = parse_timestamp(stamps[i], self.limits) if stamps is not None else t
+            except _Reject as r:
+                out.dead.append(DeadLetter(r.reason, f"values[{i}]: {r.error}", _dump(v), index=i))
+                continue
+            out.keys.append(key)
+            out.values.append(val)
+            out.ts.append(ts)
+
+    # -- one message -----------------------------------------------------
+    def decode(self, raw: bytes, source: Source | None = None, default_ts: float | None = None) -> Decoded:
+        """Decode one message; never raises for bad input."""
+        out = Decoded()
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            out.dead.append(DeadLetter("invalid_json", f"message value is {type(raw).__name__}, not bytes", b"", source=source))
+            return out
+        raw = bytes(raw)
+        if len(raw) > self.limits.max_message_bytes:
+            out.dead.append(
+                DeadLetter("too_large", f"message is {len(raw)} bytes, the limit is {self.limits.max_message_bytes}", raw, source=source)
+            )
+            return out
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            out.dead.append(DeadLetter("invalid_utf8", f"message is not UTF-8: {e}", raw, source=source))
+            return out
+        try:
+            doc = json.loads(text)
+        except RecursionError:
+            out.dead.append(DeadLetter("too_deep", "JSON nesting is too deep", raw, source=source))
+            return out
+        except ValueError as e:
+            out.dead.append(DeadLetter("invalid_json", f"invalid JSON: {e}", raw, source=source))
+            return out
+        if isinstance(doc, list):
+            if len(doc) > self.limits.max_events_per_message:
+                out.dead.append(
+                    DeadLetter("too_large", f"{len(doc)} events in one message; the limit is {self.limits.max_events_per_message}", raw, source=source)
+                )
+                return out
+            for i, item in enumerate(doc):
+                try:
+                    self._event(item, default_ts, out)
+                except _Reject as r:
+                    out.dead.append(DeadLetter(r.reason, f"[{i}]: {r.error}", _dump(item), index=i, source=source))
+                except RecursionError:
+                    out.dead.append(DeadLetter("too_deep", f"[{i}]: JSON nesting is too deep", b"", index=i, source=source))
+            return out
+        try:
+            self._event(doc, default_ts, out)
+        except _Reject as r:
+            # A columnar message may have added some good values before failing.
+            out.dead.append(DeadLetter(r.reason, r.error, raw, source=source))
+        # Columnar rejects carry their element bytes; give them the source too.
+        if source is not None and out.dead:
+            out.dead = [d if d.source else _with_source(d, source) for d in out.dead]
+        return out
+
+    def decode_many(self, raws: Iterable[bytes]) -> Decoded:
+        out = Decoded()
+        for raw in raws:
+            out.extend(self.decode(raw))
+        return out
+
+
+def _with_source(d: DeadLetter, source: Source) -> DeadLetter:
+    return DeadLetter(d.reason, d.error, d.raw, d.index, source)
+
+
+def _int_to_float(v: int) -> float:
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"
+
+
+def _dump(v: Any) -> bytes:
+    """The JSON bytes of one rejected element (what a dead letter carries)."""
+    try:
+        return json.dumps(v, separators=(",", ":"), allow_nan=True).encode("utf-8")
+    except (ValueError, RecursionError):  # pragma: no cover - json.loads output always re-dumps
+        return repr(v).encode("utf-8", "backslashreplace")

@@ -1,0 +1,293 @@
+"""The core: decoded events → per-key state → event-time snapshots → shift events.
+
+No Kafka here. The Faust agent, file replay, the demo and the tests all drive this
+same object, so what is tested is what runs.
+
+Windows are tumbling and aligned to multiples of the snapshot interval in event
+time. A window closes when the watermark (the newest event time seen, minus the
+allowed lateness) passes its end; an event whose window has already closed is
+*late*: it still counts in the all-time quantiles and in the ``late`` counter, but
+not in a snapshot. Lateness is decided per event from the events before it, so the
+outcome does not depend on how messages were batched.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from detectors import SnapshotShiftDetector
+from sketches import LogBuckets, Moments
+
+from .events import DeadLetter, Decoded, Decoder, Source
+from .records import MetricMove, ShiftEvent, Snapshot, event_id
+
+__all__ = ["PipelineConfig", "Pipeline", "Output", "Stats", "KeyState"]
+
+log = logging.getLogger("shiftwatch.pipeline")
+
+DetectorFactory = Callable[[], SnapshotShiftDetector]
+
+
+def default_detector() -> SnapshotShiftDetector:
+    return SnapshotShiftDetector(metrics=("p50", "p90", "p99"), lower_is_better=True)
+
+
+@dataclass(slots=True, frozen=True)
+class PipelineConfig:
+    snapshot_interval_s: float = 30.0
+    #: How far behind the newest event time a window stays open; None → 10 % of the interval.
+    allowed_lateness_s: float | None = None
+    #: Serialized-size budget of each quantile sketch.
+    sketch_bytes: int = 1024
+    #: Live keys kept per worker; beyond it the least recently updated key is evicted.
+    max_keys: int = 100_000
+    #: Recent snapshots kept per key for the live page.
+    recent_snapshots: int = 60
+    detector_factory: DetectorFactory = default_detector
+    detector_name: str = "edivisive"
+
+    @property
+    def lateness(self) -> float:
+        if self.allowed_lateness_s is None:
+            return 0.1 * self.snapshot_interval_s
+        return self.allowed_lateness_s
+
+    def __post_init__(self) -> None:
+        if not (self.snapshot_interval_s > 0 and math.isfinite(self.snapshot_interval_s)):
+            raise ValueError("snapshot_interval_s must be a positive number")
+        if self.allowed_lateness_s is not None and not (0 <= self.allowed_lateness_s < math.inf):
+            raise ValueError("allowed_lateness_s must be >= 0")
+        if self.max_keys < 1:
+            raise ValueError("max_keys must be >= 1")
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters; they reconcile: received == accepted + rejected."""
+
+    messages: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    late: int = 0
+    snapshots: int = 0
+    shifts: int = 0
+    retractions: int = 0
+    evicted: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    shifts_by_key_direction: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Output:
+    snapshots: list[Snapshot] = field(default_factory=list)
+    shifts: list[ShiftEvent] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    def extend(self, other: "Output") -> None:
+        self.snapshots.extend(other.snapshots)
+        self.shifts.extend(other.shifts)
+        self.dead.extend(other.dead)
+
+
+class _Window:
+    __slots__ = ("sketch", "moments")
+
+    def __init__(self, sketch_bytes: int) -> None:
+        self.sketch = LogBuckets(max_bytes=sketch_bytes)
+        self.moments = Moments()
+
+
+class KeyState:
+    """Everything shiftwatch keeps for one key, in bounded memory."""
+
+    __slots__ = ("key", "alltime", "moments", "windows", "detector", "recent", "last_ts", "shifts")
+
+    def __init__(self, key: str, config: PipelineConfig) -> None:
+        self.key = key
+        self.alltime = LogBuckets(max_bytes=config.sketch_bytes)
+        self.moments = Moments()
+        self.windows: dict[int, _Window] = {}
+        self.detector = config.detector_factory()
+        self.recent: list[Snapshot] = []
+        self.last_ts = -math.inf
+        self.shifts: list[ShiftEvent] = []
+
+
+class Pipeline:
+    """Configure once; feed messages or decoded events; collect outputs."""
+
+    def __init__(self, config: PipelineConfig | None = None, decoder: Decoder | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.decoder = decoder or Decoder()
+        self.stats = Stats()
+        self.states: OrderedDict[str, KeyState] = OrderedDict()
+        self.max_ts = -math.inf
+        self._horizon = -math.inf
+        self._open: dict[int, set[str]] = {}
+        self._heap: list[int] = []
+        #: Recent shift events of all keys (newest last), for the live page.
+        self.recent_shifts: list[ShiftEvent] = []
+
+    # -- input -----------------------------------------------------------
+    def feed(self, raw: bytes, source: Source | None = None, default_ts: float | None = None) -> Output:
+        """Decode one message and process it."""
+        self.stats.messages += 1
+        return self.process(self.decoder.decode(raw, source, default_ts))
+
+    def feed_many(self, raws: Iterable[bytes]) -> Output:
+        out = Output()
+        decoded = Decoded()
+        for raw in raws:
+            self.stats.messages += 1
+            decoded.extend(self.decoder.decode(raw))
+        out.extend(self.process(decoded))
+        return out
+
+    def process(self, decoded: Decoded) -> Output:
+        out = Output()
+        for d in decoded.dead:
+            self._reject(d)
+        out.dead.extend(decoded.dead)
+        interval = self.config.snapshot_interval_s
+        lateness = self.config.lateness
+        states = self.states
+        for key, value, ts in zip(decoded.keys, decoded.values, decoded.ts):
+            st = states.get(key)
+            if st is None:
+                st = self._new_key(key)
+            else:
+                states.move_to_end(key)
+            st.alltime.update(value)
+            st.moments.update(value)
+            if ts > st.last_ts:
+                st.last_ts = ts
+            self.stats.accepted += 1
+            w = math.floor(ts / interval)
+            if (w + 1) * interval <= self._horizon:
+                self.stats.late += 1
+            else:
+                win = st.windows.get(w)
+                if win is None:
+                    win = st.windows[w] = _Window(self.config.sketch_bytes)
+                    members = self._open.get(w)
+                    if members is None:
+                        members = self._open[w] = set()
+                        heapq.heappush(self._heap, w)
+                    members.add(key)
+                win.sketch.update(value)
+                win.moments.update(value)
+            if ts > self.max_ts:
+                self.max_ts = ts
+                self._horizon = ts - lateness
+        out.extend(self._close_until(self._horizon))
+        return out
+
+    def advance_to(self, t: float) -> Output:
+        """Move the watermark to event time ``t`` without an event (idle streams)."""
+        if t - self.config.lateness > self._horizon:
+            self._horizon = t - self.config.lateness
+        return self._close_until(self._horizon)
+
+    def flush(self) -> Output:
+        """Close every open window (end of a finite input)."""
+        return self._close_until(math.inf)
+
+    # -- internals -------------------------------------------------------
+    def _reject(self, d: DeadLetter) -> None:
+        self.stats.rejected += 1
+        by = self.stats.rejected_by_reason
+        by[d.reason] = by.get(d.reason, 0) + 1
+
+    def _new_key(self, key: str) -> KeyState:
+        if len(self.states) >= self.config.max_keys:
+            old_key, old = self.states.popitem(last=False)
+            for w in old.windows:
+                members = self._open.get(w)
+                if members is not None:
+                    members.discard(old_key)
+            self.stats.evicted += 1
+            log.warning("key limit %d reached: evicted the least recently updated key %r", self.config.max_keys, old_key)
+        st = self.states[key] = KeyState(key, self.config)
+        return st
+
+    def _close_until(self, horizon: float) -> Output:
+        out = Output()
+        interval = self.config.snapshot_interval_s
+        heap = self._heap
+        while heap and (heap[0] + 1) * interval <= horizon:
+            w = heapq.heappop(heap)
+            for key in sorted(self._open.pop(w, ())):
+                st = self.states.get(key)
+                if st is None:
+                    continue
+                win = st.windows.pop(w)
+                snap = self._snapshot(key, w, win)
+                out.snapshots.append(snap)
+                out.shifts.extend(self._detect(st, snap))
+        return out
+
+    def _snapshot(self, key: str, w: int, win: _Window) -> Snapshot:
+        interval = self.config.snapshot_interval_s
+        p50, p90, p99 = (float(x) for x in win.sketch.quantiles([0.5, 0.9, 0.99]))
+        m = win.moments
+        snap = Snapshot(
+            key=key,
+            start=w * interval,
+            end=(w + 1) * interval,
+            count=int(m.count),
+            mean=float(m.mean),
+            p50=p50,
+            p90=p90,
+            p99=p99,
+            min=float(m.min),
+            max=float(m.max),
+        )
+        self.stats.snapshots += 1
+        return snap
+
+    def _detect(self, st: KeyState, snap: Snapshot) -> list[ShiftEvent]:
+        recent = st.recent
+        recent.append(snap)
+        if len(recent) > self.config.recent_snapshots:
+            del recent[0]
+        decisions = st.detector.update(snap.start, {"p50": snap.p50, "p90": snap.p90, "p99": snap.p99}, snap.count)
+        events: list[ShiftEvent] = []
+        for d in decisions:
+            ev = ShiftEvent(
+                kind=d.kind,
+                id=event_id(st.key, float(d.at)),
+                key=st.key,
+                at=float(d.at),
+                detected_at=snap.end,
+                direction=d.direction,
+                pvalue=float(d.pvalue),
+                metrics=tuple(
+                    MetricMove(c.metric, float(c.before), float(c.after), float(c.relative_change), float(c.pvalue))
+                    for c in d.changes
+                ),
+                snapshots_before=int(d.snapshots_before),
+                snapshots_after=int(d.snapshots_after),
+                samples_before=int(d.samples_before),
+                samples_after=int(d.samples_after),
+                snapshot_interval_s=self.config.snapshot_interval_s,
+                detector=self.config.detector_name,
+            )
+            events.append(ev)
+            if d.kind == "shift":
+                self.stats.shifts += 1
+                k = (st.key, d.direction)
+                self.stats.shifts_by_key_direction[k] = self.stats.shifts_by_key_direction.get(k, 0) + 1
+            else:
+                self.stats.retractions += 1
+            st.shifts.append(ev)
+            if len(st.shifts) > 16:
+                del st.shifts[0]
+            self.recent_shifts.append(ev)
+            if len(self.recent_shifts) > 100:
+                del self.recent_shifts[0]
+        return events

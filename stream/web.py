@@ -1,0 +1,98 @@
+"""HTTP surface of a worker or the demo: /metrics, /api/state, the live page at /.
+
+It runs on the pipeline's own asyncio loop (aiohttp), so scrapes read state
+between batches and need no locks.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from .metrics import CONTENT_TYPE, render
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import Pipeline
+
+__all__ = ["make_web_app", "serve", "state_json"]
+
+
+def state_json(pipeline: "Pipeline", max_keys: int = 200) -> dict[str, Any]:
+    """What the live page shows: per-key current percentiles, sparklines, shifts."""
+    keys = []
+    for key in list(reversed(pipeline.states))[:max_keys]:
+        st = pipeline.states[key]
+        if st.moments.count == 0:
+            continue
+        p50, p90, p99 = (float(x) for x in st.alltime.quantiles([0.5, 0.9, 0.99]))
+        keys.append(
+            {
+                "key": key,
+                "count": int(st.moments.count),
+                "alltime": {"p50": p50, "p90": p90, "p99": p99, "mean": float(st.moments.mean)},
+                "last": st.recent[-1].to_json() if st.recent else None,
+                "spark": {
+                    "t": [s.start for s in st.recent],
+                    "p50": [s.p50 for s in st.recent],
+                    "p99": [s.p99 for s in st.recent],
+                },
+                "shifts": [e.to_json() for e in st.shifts],
+            }
+        )
+    keys.sort(key=lambda k: k["key"])
+    s = pipeline.stats
+    return {
+        "keys": keys,
+        "shifts": [e.to_json() for e in reversed(pipeline.recent_shifts)],
+        "stats": {
+            "messages": s.messages,
+            "accepted": s.accepted,
+            "rejected": s.rejected,
+            "late": s.late,
+            "snapshots": s.snapshots,
+            "shifts": s.shifts,
+            "keys": len(pipeline.states),
+        },
+        "snapshot_interval_s": pipeline.config.snapshot_interval_s,
+        "watermark": pipeline.max_ts if pipeline.max_ts > 0 else None,
+    }
+
+
+def make_web_app(pipeline: "Pipeline", registry: CollectorRegistry) -> web.Application:
+    page = resources.files("stream").joinpath("static/index.html").read_bytes()
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=render(registry), headers={"Content-Type": CONTENT_TYPE})
+
+    async def state(_: web.Request) -> web.Response:
+        return web.Response(text=json.dumps(state_json(pipeline), allow_nan=False, default=_nan_safe), content_type="application/json")
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/html", charset="utf-8")
+
+    async def health(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/state", state)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+def _nan_safe(o: object) -> object:  # pragma: no cover - json default hook
+    return None
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Start serving; returns the runner (call ``await runner.cleanup()`` to stop)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
