@@ -4,16 +4,22 @@ No Kafka here. The Faust agent, file replay, the demo and the tests all drive th
 same object, so what is tested is what runs.
 
 Windows are tumbling and aligned to multiples of the snapshot interval in event
-time. A window closes when the watermark (the newest event time seen, minus the
-allowed lateness) passes its end; an event whose window has already closed is
-*late*: it still counts in the all-time quantiles and in the ``late`` counter, but
-not in a snapshot. Lateness is decided per event from the events before it, so the
-outcome does not depend on how messages were batched.
+time. Each key has its own watermark: the newest event time seen *for that key*
+minus the allowed lateness. A key's window closes when its watermark passes the
+window's end; an event whose window has already closed is *late*: it still counts
+in the all-time quantiles and in the ``late`` counter, but not in a snapshot.
+
+Why per key: a key lives in one Kafka partition, so its events arrive in that
+partition's order, while partitions are consumed unevenly (a worker catching up
+on one partition would make a global watermark declare another partition's
+events late). Lateness is decided per event from the key's earlier events, so
+the output does not depend on how messages were batched. Quiet keys are closed
+by :meth:`Pipeline.advance_to` (the worker calls it when the input is idle) or by
+:meth:`Pipeline.flush` at the end of a file.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from collections import OrderedDict
@@ -105,7 +111,7 @@ class _Window:
 class KeyState:
     """Everything shiftwatch keeps for one key, in bounded memory."""
 
-    __slots__ = ("key", "alltime", "moments", "windows", "detector", "recent", "last_ts", "shifts")
+    __slots__ = ("key", "alltime", "moments", "windows", "detector", "recent", "horizon", "shifts")
 
     def __init__(self, key: str, config: PipelineConfig) -> None:
         self.key = key
@@ -114,7 +120,8 @@ class KeyState:
         self.windows: dict[int, _Window] = {}
         self.detector = config.detector_factory()
         self.recent: list[Snapshot] = []
-        self.last_ts = -math.inf
+        #: Windows ending at or before this event time are closed for this key.
+        self.horizon = -math.inf
         self.shifts: list[ShiftEvent] = []
 
 
@@ -126,10 +133,8 @@ class Pipeline:
         self.decoder = decoder or Decoder()
         self.stats = Stats()
         self.states: OrderedDict[str, KeyState] = OrderedDict()
+        #: Newest event time seen on any key (for lag metrics and the idle sweep).
         self.max_ts = -math.inf
-        self._horizon = -math.inf
-        self._open: dict[int, set[str]] = {}
-        self._heap: list[int] = []
         #: Recent shift events of all keys (newest last), for the live page.
         self.recent_shifts: list[ShiftEvent] = []
 
@@ -156,6 +161,7 @@ class Pipeline:
         interval = self.config.snapshot_interval_s
         lateness = self.config.lateness
         states = self.states
+        stats = self.stats
         for key, value, ts in zip(decoded.keys, decoded.values, decoded.ts):
             st = states.get(key)
             if st is None:
@@ -164,38 +170,31 @@ class Pipeline:
                 states.move_to_end(key)
             st.alltime.update(value)
             st.moments.update(value)
-            if ts > st.last_ts:
-                st.last_ts = ts
-            self.stats.accepted += 1
+            stats.accepted += 1
             w = math.floor(ts / interval)
-            if (w + 1) * interval <= self._horizon:
-                self.stats.late += 1
+            if (w + 1) * interval <= st.horizon:
+                stats.late += 1
             else:
                 win = st.windows.get(w)
                 if win is None:
                     win = st.windows[w] = _Window(self.config.sketch_bytes)
-                    members = self._open.get(w)
-                    if members is None:
-                        members = self._open[w] = set()
-                        heapq.heappush(self._heap, w)
-                    members.add(key)
                 win.sketch.update(value)
                 win.moments.update(value)
+            if ts - lateness > st.horizon:
+                st.horizon = ts - lateness
+                if st.windows:
+                    self._close_key(st, st.horizon, out)
             if ts > self.max_ts:
                 self.max_ts = ts
-                self._horizon = ts - lateness
-        out.extend(self._close_until(self._horizon))
         return out
 
     def advance_to(self, t: float) -> Output:
-        """Move the watermark to event time ``t`` without an event (idle streams)."""
-        if t - self.config.lateness > self._horizon:
-            self._horizon = t - self.config.lateness
-        return self._close_until(self._horizon)
+        """Move every key's watermark to event time ``t`` (the input is idle)."""
+        return self._close_all(t - self.config.lateness, move_horizon=True)
 
     def flush(self) -> Output:
         """Close every open window (end of a finite input)."""
-        return self._close_until(math.inf)
+        return self._close_all(math.inf, move_horizon=False)
 
     # -- internals -------------------------------------------------------
     def _reject(self, d: DeadLetter) -> None:
@@ -205,30 +204,33 @@ class Pipeline:
 
     def _new_key(self, key: str) -> KeyState:
         if len(self.states) >= self.config.max_keys:
-            old_key, old = self.states.popitem(last=False)
-            for w in old.windows:
-                members = self._open.get(w)
-                if members is not None:
-                    members.discard(old_key)
+            old_key, _ = self.states.popitem(last=False)
             self.stats.evicted += 1
             log.warning("key limit %d reached: evicted the least recently updated key %r", self.config.max_keys, old_key)
         st = self.states[key] = KeyState(key, self.config)
         return st
 
-    def _close_until(self, horizon: float) -> Output:
+    def _close_key(self, st: KeyState, horizon: float, out: Output) -> None:
+        interval = self.config.snapshot_interval_s
+        for w in sorted(w for w in st.windows if (w + 1) * interval <= horizon):
+            snap = self._snapshot(st.key, w, st.windows.pop(w))
+            out.snapshots.append(snap)
+            out.shifts.extend(self._detect(st, snap))
+
+    def _close_all(self, horizon: float, move_horizon: bool) -> Output:
+        """Close windows ending by ``horizon`` on every key, oldest window first."""
         out = Output()
         interval = self.config.snapshot_interval_s
-        heap = self._heap
-        while heap and (heap[0] + 1) * interval <= horizon:
-            w = heapq.heappop(heap)
-            for key in sorted(self._open.pop(w, ())):
-                st = self.states.get(key)
-                if st is None:
-                    continue
-                win = st.windows.pop(w)
-                snap = self._snapshot(key, w, win)
-                out.snapshots.append(snap)
-                out.shifts.extend(self._detect(st, snap))
+        due = sorted((w, key) for key, st in self.states.items() for w in st.windows if (w + 1) * interval <= horizon)
+        for w, key in due:
+            st = self.states[key]
+            snap = self._snapshot(key, w, st.windows.pop(w))
+            out.snapshots.append(snap)
+            out.shifts.extend(self._detect(st, snap))
+        if move_horizon:
+            for st in self.states.values():
+                if horizon > st.horizon:
+                    st.horizon = horizon
         return out
 
     def _snapshot(self, key: str, w: int, win: _Window) -> Snapshot:

@@ -1,0 +1,78 @@
+"""The walking skeleton on a real Apache Kafka broker: events in, shift event out,
+percentiles on /metrics, malformed input in the dead-letter topic."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from datagen import T0, shift_stream
+from worker_proc import Topics, WorkerProc, consume_until, json_values, produce, run
+
+pytestmark = pytest.mark.kafka
+
+BAD = [
+    b"this is not json",
+    b'{"key": "A", "value": -5, "ts": 1763800001}',
+    b'[{"key": "A", "value": 10, "ts": 1763800002}, {"key": "A", "value": "NaN", "ts": 1763800002}]',
+    b'{"key": "A", "value": 10, "ts": "last tuesday"}',
+]
+
+
+def metric_samples(text: str) -> dict:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_shift_metrics_and_dead_letters_end_to_end(kafka_broker, tmp_path):
+    bootstrap = kafka_broker.bootstrap
+    topics = Topics()
+    events, values = shift_stream(interval=10.0, snapshots=70, shift_snapshot=40, per_snapshot=300, factor=1.5, seed=5)
+    # Many events per message (JSON arrays of one key), keyed by key like a real producer.
+    messages: list[tuple[bytes | None, bytes]] = []
+    for key in ("A", "B"):
+        mine = [e for e in events if e["key"] == key]
+        for i in range(0, len(mine), 100):
+            messages.append((key.encode(), json.dumps(mine[i : i + 100]).encode()))
+    messages.sort(key=lambda m: json.loads(m[1])[0]["ts"])
+    messages[10:10] = [(b"A", raw) for raw in BAD]
+
+    worker = WorkerProc(bootstrap, topics, tmp_path, "--snapshot-interval", "10").start()
+    try:
+        run(produce(bootstrap, topics.events, messages))
+        shifts = run(consume_until(bootstrap, topics.shifts, lambda r: len(r) >= 1, timeout=120, settle=8))
+        shift_docs = json_values(shifts)
+        assert [d["key"] for d in shift_docs] == ["A"], (shift_docs, worker.tail())
+        ev = shift_docs[0]
+        assert ev["type"] == "shift" and ev["version"] == 1 and ev["direction"] == "regression"
+        assert abs(ev["at"] - (T0 + 400)) <= 3 * 10
+        assert shifts[0].key == b"A"
+        assert {m["metric"] for m in ev["metrics"]} >= {"p50"}
+
+        dead = json_values(run(consume_until(bootstrap, topics.dead, lambda r: len(r) >= 4, timeout=30, settle=2)))
+        assert sorted(d["reason"] for d in dead) == ["bad_timestamp", "bad_value", "invalid_json", "negative_value"]
+        by_reason = {d["reason"]: d for d in dead}
+        assert base64.b64decode(by_reason["invalid_json"]["raw_base64"]) == b"this is not json"
+        assert by_reason["invalid_json"]["source"]["topic"] == topics.events
+        assert by_reason["bad_value"]["index"] == 1
+
+        s = metric_samples(worker.metrics())
+        exact = values["A"] / 1000.0
+        for q in ("0.5", "0.99"):
+            got = s[("shiftwatch_latency_seconds", (("key", "A"), ("quantile", q)))]
+            assert got == pytest.approx(np.quantile(exact, float(q)), rel=0.02)
+        good = len(events) + 1  # plus the one valid event inside the mixed batch
+        assert s[("shiftwatch_events_accepted_total", ())] == good
+        rejected = {dict(lbl)["reason"]: v for (name, lbl), v in s.items() if name == "shiftwatch_events_rejected_total"}
+        assert rejected == {"invalid_json": 1, "negative_value": 1, "bad_value": 1, "bad_timestamp": 1}
+        assert s[("shiftwatch_shifts_total", (("direction", "regression"), ("key", "A")))] == 1
+        assert s[("shiftwatch_messages_total", ())] == len(messages)
+    finally:
+        worker.stop()

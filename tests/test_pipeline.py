@@ -1,0 +1,116 @@
+"""The Kafka-free core: windows, lateness, shifts, reconciliation, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream.events import Decoder
+from stream.pipeline import Pipeline, PipelineConfig
+from stream.records import dumps
+
+from datagen import T0, as_messages, shift_stream
+
+
+def run(messages, interval=10.0, **kw):
+    p = Pipeline(PipelineConfig(snapshot_interval_s=interval, **kw))
+    out_snaps, out_shifts, out_dead = [], [], []
+    for m in messages:
+        o = p.feed(m)
+        out_snaps += o.snapshots
+        out_shifts += o.shifts
+        out_dead += o.dead
+    o = p.flush()
+    out_snaps += o.snapshots
+    out_shifts += o.shifts
+    return p, out_snaps, out_shifts, out_dead
+
+
+def test_snapshots_per_key_and_window_with_exact_counts():
+    events, values = shift_stream(snapshots=6, shift_snapshot=99)
+    p, snaps, shifts, dead = run(as_messages(events, 50))
+    assert not dead and not shifts
+    assert [(s.key, s.start) for s in snaps[:4]] == [("A", T0), ("B", T0), ("A", T0 + 10), ("B", T0 + 10)]
+    assert len(snaps) == 12
+    a0 = [s for s in snaps if s.key == "A"][0]
+    exact = values["A"][:300] / 1000
+    assert a0.count == 300
+    assert a0.mean == pytest.approx(exact.mean(), rel=1e-9)
+    for q, got in ((0.5, a0.p50), (0.9, a0.p90), (0.99, a0.p99)):
+        assert got == pytest.approx(np.quantile(exact, q), rel=0.03)
+    assert a0.min == exact.min() and a0.max == exact.max()
+
+
+def test_late_events_count_all_time_but_not_in_closed_windows():
+    lines = [
+        {"key": "k", "value": 10, "ts": T0 + 1},
+        {"key": "k", "value": 10, "ts": T0 + 25},  # watermark 25 - 1 (lateness) closes [0,10) and [10,20)
+        {"key": "k", "value": 99, "ts": T0 + 5},  # late
+        {"key": "k", "value": 20, "ts": T0 + 23.5},  # window [20,30) still open
+    ]
+    p, snaps, _, _ = run([json.dumps(e).encode() for e in lines], allowed_lateness_s=1.0)
+    assert p.stats.late == 1 and p.stats.accepted == 4
+    assert p.states["k"].moments.count == 4
+    assert [(s.start - T0, s.count) for s in snaps] == [(0.0, 1), (20.0, 2)]
+
+
+def test_batching_does_not_change_the_output():
+    events, _ = shift_stream(snapshots=50, shift_snapshot=30, per_snapshot=60, seed=3)
+    # Shuffle a little so some events arrive out of order.
+    rng = np.random.default_rng(0)
+    idx = np.arange(len(events))
+    swaps = rng.integers(0, len(events) - 3, 400)
+    for i in swaps:
+        idx[i], idx[i + 2] = idx[i + 2], idx[i]
+    events = [events[i] for i in idx]
+    outs = []
+    for per in (1, 7, 500):
+        p, snaps, shifts, _ = run(as_messages(events, per))
+        outs.append(([dumps(s.to_json()) for s in snaps], [dumps(s.to_json()) for s in shifts], p.stats.late))
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_one_shift_event_for_the_shifted_key_and_none_for_the_quiet_one():
+    events, _ = shift_stream(snapshots=70, shift_snapshot=40, factor=1.5)
+    p, snaps, shifts, _ = run(as_messages(events, 100))
+    assert [s.key for s in shifts] == ["A"], [s.to_json() for s in shifts]
+    ev = shifts[0]
+    assert ev.kind == "shift" and ev.direction == "regression"
+    assert abs(ev.at - (T0 + 400)) <= 3 * 10
+    moved = {m.metric: m for m in ev.metrics}
+    assert "p50" in moved
+    assert moved["p50"].relative_change == pytest.approx(0.5, abs=0.1)
+    assert ev.samples_before > 0 and ev.samples_after > 0
+    assert ev.pvalue < 0.001
+    assert p.stats.shifts == 1
+
+
+def test_improvement_direction():
+    events, _ = shift_stream(snapshots=70, shift_snapshot=40, factor=0.6, keys=("A",))
+    _, _, shifts, _ = run(as_messages(events, 100))
+    assert [(s.key, s.direction) for s in shifts] == [("A", "improvement")]
+
+
+def test_counts_reconcile_with_mixed_good_and_bad_input():
+    msgs = [
+        b'{"key":"a","value":1,"ts":1763800000}',
+        b"not json",
+        b'[{"key":"a","value":2,"ts":1763800001},{"key":"a","value":"x","ts":1763800001},7]',
+        b'{"key":"a","values":[1,-1,2],"ts":1763800002}',
+    ]
+    p, _, _, dead = run(msgs)
+    assert p.stats.messages == 4
+    assert p.stats.accepted == 4  # 1 + 1 + 2
+    assert p.stats.rejected == len(dead) == 4
+    assert p.stats.rejected_by_reason == {"invalid_json": 1, "bad_value": 1, "not_an_object": 1, "negative_value": 1}
+
+
+def test_key_limit_evicts_the_least_recently_updated_key():
+    msgs = [json.dumps({"key": k, "value": 1, "ts": T0 + i}).encode() for i, k in enumerate("abcab")]
+    msgs.append(json.dumps({"key": "c", "value": 1, "ts": T0 + 6}).encode())
+    p, *_ = run(msgs, max_keys=2)
+    # a b | c evicts a | a evicts b | b evicts c | c evicts a
+    assert list(p.states) == ["b", "c"]
+    assert p.stats.evicted == 4
