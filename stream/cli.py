@@ -1,4 +1,4 @@
-"""``shiftwatch`` command line: worker, replay, demo, loadgen."""
+"""``shiftwatch`` command line: worker, replay, demo, loadgen, shifts, plot."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ SUBCOMMAND_OPTIONS: dict[str, tuple[str, ...]] = {
     "replay": _PIPELINE_OPTS,
     "demo": _PIPELINE_OPTS + _WEB_OPTS,
     "loadgen": ("broker", "input_topic"),
+    "shifts": ("broker", "shift_topic"),
+    "plot": _PIPELINE_OPTS,
 }
 
 
@@ -87,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 runs forever")
     lg.add_argument("--seed", type=int, default=7)
     _add_options(lg, SUBCOMMAND_OPTIONS["loadgen"])
+
+    sh = sub.add_parser("shifts", help="print shift events as a table, from the change topic or a file")
+    sh.add_argument("--file", help="read replay output (JSON lines) instead of the change topic")
+    sh.add_argument("--follow", action="store_true", help="keep reading the topic and print new events as they come")
+    _add_options(sh, SUBCOMMAND_OPTIONS["shifts"])
+
+    pl = sub.add_parser("plot", help="PNG per key of snapshot percentiles with shift events marked (needs matplotlib)")
+    pl.add_argument("path", help="replay output (JSON lines), or a file of events (it is replayed first)")
+    pl.add_argument("--out", required=True, help="directory for the PNG files")
+    _add_options(pl, SUBCOMMAND_OPTIONS["plot"])
     return parser
 
 
@@ -124,6 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .loadgen import run_loadgen
 
         return run_loadgen(settings, rate=args.rate, keys=args.keys, shift_every=args.shift_every, duration=args.duration, seed=args.seed)
+    if args.command == "shifts":
+        from .report import run_shifts
+
+        return run_shifts(settings, args.file, args.follow)
+    if args.command == "plot":
+        from .report import run_plot
+
+        return run_plot(args.path, args.out, settings)
     parser.error(f"unknown command {args.command}")  # pragma: no cover
     return 2
 

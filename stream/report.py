@@ -1,0 +1,172 @@
+"""``shiftwatch shifts`` and ``shiftwatch plot``: shift events and snapshots for people."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, TextIO
+
+from .records import iso
+from .replay import replay_stream
+from .settings import Settings
+
+__all__ = ["load_records", "format_shifts", "run_shifts", "run_plot", "Records"]
+
+
+@dataclass(slots=True)
+class Records:
+    snapshots: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    shifts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _collect(lines: Iterable[str], into: Records) -> int:
+    """Add snapshot/shift/retraction records; returns how many lines were events instead."""
+    raw_events = 0
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            raw_events += 1
+            continue
+        kind = doc.get("type") if isinstance(doc, dict) else None
+        if kind == "snapshot":
+            into.snapshots.setdefault(doc["key"], []).append(doc)
+        elif kind in ("shift", "retraction"):
+            into.shifts.append(doc)
+        elif kind != "dead_letter":
+            raw_events += 1
+    return raw_events
+
+
+def load_records(path: str, settings: Settings) -> Records:
+    """Records from replay output, or — if the file holds raw events — from replaying it."""
+    recs = Records()
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        raw_events = _collect(fh, recs)
+    if raw_events and not recs.snapshots:
+        import io
+
+        buf = io.StringIO()
+        with open(path, "rb") as fh:
+            replay_stream(settings.make_pipeline(), fh, buf, path, {"snapshot", "shift", "retraction"})
+        recs = Records()
+        _collect(buf.getvalue().splitlines(), recs)
+    return recs
+
+
+def format_shifts(shifts: list[dict[str, Any]]) -> str:
+    """A fixed-width table, newest last: when, key, direction, what moved, evidence."""
+    rows = [("at (UTC)", "key", "event", "moved", "p-value", "snapshots b/a", "id")]
+    for s in shifts:
+        if s.get("type") == "retraction":
+            rows.append((iso(s["at"])[:19], s["key"], "retracted", "", "", "", s["id"]))
+            continue
+        moved = ", ".join(
+            f"{m['metric']} {m['before'] * 1000:.1f}→{m['after'] * 1000:.1f} ms ({m['relative_change']:+.0%})" for m in s["metrics"]
+        )
+        rows.append(
+            (
+                iso(s["at"])[:19],
+                s["key"],
+                s["direction"],
+                moved,
+                f"{s['pvalue']:.1e}",
+                f"{s['snapshots_before']}/{s['snapshots_after']}",
+                s["id"],
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+async def _read_topic(settings: Settings, follow: bool, out: TextIO) -> list[dict[str, Any]]:
+    from aiokafka import AIOKafkaConsumer
+
+    bootstrap = ",".join(b.split("://", 1)[-1] for b in settings.broker.split(","))
+    c = AIOKafkaConsumer(settings.shift_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+    await c.start()
+    docs: list[dict[str, Any]] = []
+    try:
+        end = await c.end_offsets(list(c.assignment()))
+        while True:
+            batch = await c.getmany(timeout_ms=1000)
+            new = [json.loads(r.value) for recs in batch.values() for r in recs]
+            docs.extend(new)
+            if follow:
+                for d in new:
+                    out.write(format_shifts([d]).splitlines()[-1] + "\n")
+                    out.flush()
+            elif all((await c.position(tp)) >= off for tp, off in end.items()):
+                break
+    finally:
+        await c.stop()
+    return docs
+
+
+def run_shifts(settings: Settings, path: str | None, follow: bool) -> int:
+    if path:
+        recs = Records()
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            _collect(fh, recs)
+        shifts = recs.shifts
+    else:
+        shifts = asyncio.run(_read_topic(settings, follow, sys.stdout))
+    print(format_shifts(shifts))
+    return 0
+
+
+def run_plot(path: str, out_dir: str, settings: Settings) -> int:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("shiftwatch plot needs matplotlib: pip install 'shiftwatch[plot]'", file=sys.stderr)
+        return 2
+    from datetime import datetime, timezone
+
+    recs = load_records(path, settings)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, snaps in sorted(recs.snapshots.items()):
+        snaps.sort(key=lambda s: s["start"])
+        t = [datetime.fromtimestamp(s["start"], tz=timezone.utc) for s in snaps]
+        fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
+        for q, color in (("p50", "#2c5ea8"), ("p90", "#7d3c98"), ("p99", "#b9770e")):
+            ax.plot(t, [s[q] * 1000 for s in snaps], label=q, color=color, linewidth=1.3)
+        for s in recs.shifts:
+            if s["key"] != key or s.get("type") != "shift":
+                continue
+            when = datetime.fromtimestamp(s["at"], tz=timezone.utc)
+            color = "#c0392b" if s["direction"] == "regression" else "#1e8449"
+            ax.axvline(when, color=color, linestyle="--", linewidth=1.2)
+            moved = ", ".join(f"{m['metric']} {m['relative_change']:+.0%}" for m in s["metrics"])
+            ax.annotate(f"{s['direction']}: {moved}", (when, ax.get_ylim()[1]), xytext=(4, -14), textcoords="offset points", color=color, fontsize=8)
+        ax.set_title(f"{key} — snapshot percentiles")
+        ax.set_ylabel("ms")
+        ax.set_xlabel("event time (UTC)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left")
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:100] or "key"
+        target = out / f"{safe}.png"
+        fig.savefig(target)
+        plt.close(fig)
+        written.append(target)
+    for p in written:
+        print(p)
+    if not written:
+        print("no snapshots found: give replay output or a file of events", file=sys.stderr)
+        return 1
+    return 0
