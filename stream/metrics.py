@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import Pipeline
+    from .partitions import StateView
 
 __all__ = ["PipelineCollector", "make_registry", "render", "CONTENT_TYPE", "EXPORTED_QUANTILES"]
 
@@ -25,7 +25,7 @@ EXPORTED_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
 
 
 class PipelineCollector(Collector):
-    """Collects shiftwatch_* metrics from one :class:`Pipeline`.
+    """Collects shiftwatch_* metrics from a pipeline or a worker's partitioned state.
 
     ``max_label_keys`` caps the per-key series (the most recently updated keys
     are exported); ``shiftwatch_keys_unexported`` says how many were left out.
@@ -33,7 +33,7 @@ class PipelineCollector(Collector):
 
     def __init__(
         self,
-        pipeline: "Pipeline",
+        pipeline: "StateView",
         max_label_keys: int = 1000,
         clock: Callable[[], float] = time.time,
         last_event_wallclock: Callable[[], float | None] | None = None,
@@ -53,10 +53,8 @@ class PipelineCollector(Collector):
             labels=["key", "quantile"],
         )
         exported = 0
-        for key in reversed(p.states):
-            if exported >= self.max_label_keys:
-                break
-            st = p.states[key]
+        for st in p.keys_recent_first(self.max_label_keys):
+            key = st.key
             exported += 1
             if st.moments.count:
                 for q, v in zip(EXPORTED_QUANTILES, st.alltime.quantiles(list(EXPORTED_QUANTILES))):
@@ -83,8 +81,11 @@ class PipelineCollector(Collector):
             shifts.add_metric([key, direction], n)
         yield shifts
         yield CounterMetricFamily("shiftwatch_retractions", "Shift events later retracted.", value=s.retractions)
-        yield GaugeMetricFamily("shiftwatch_keys", "Live keys in this worker.", value=len(p.states))
-        yield GaugeMetricFamily("shiftwatch_keys_unexported", "Live keys left out of per-key series by the label cap.", value=max(0, len(p.states) - exported))
+        n_keys = p.key_count()
+        yield GaugeMetricFamily("shiftwatch_keys", "Live keys in this worker.", value=n_keys)
+        yield GaugeMetricFamily("shiftwatch_keys_unexported", "Live keys left out of per-key series by the label cap.", value=max(0, n_keys - exported))
+        yield CounterMetricFamily("shiftwatch_checkpoint_errors", "Checkpoint records that failed validation at restore (reported, not silently reset).", value=s.checkpoint_errors)
+        yield CounterMetricFamily("shiftwatch_events_replayed", "Events skipped after a restart because the restored state already held them.", value=s.replayed)
         yield CounterMetricFamily("shiftwatch_keys_evicted", "Keys evicted by the live-key limit.", value=s.evicted)
         wall = self.last_event_wallclock() if self.last_event_wallclock else None
         if wall is not None:
@@ -99,7 +100,7 @@ def _fmt(q: float) -> str:
     return repr(q)
 
 
-def make_registry(pipeline: "Pipeline", **kwargs: object) -> CollectorRegistry:
+def make_registry(pipeline: "StateView", **kwargs: object) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(PipelineCollector(pipeline, **kwargs))  # type: ignore[arg-type]
     return reg

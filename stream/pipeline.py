@@ -32,7 +32,7 @@ from sketches import LogBuckets, Moments
 from .events import DeadLetter, Decoded, Decoder, Source
 from .records import MetricMove, ShiftEvent, Snapshot, event_id
 
-__all__ = ["PipelineConfig", "Pipeline", "Output", "Stats", "KeyState"]
+__all__ = ["PipelineConfig", "Pipeline", "Output", "Stats", "KeyState", "KeyBudget"]
 
 log = logging.getLogger("shiftwatch.pipeline")
 
@@ -84,8 +84,21 @@ class Stats:
     shifts: int = 0
     retractions: int = 0
     evicted: int = 0
+    replayed: int = 0
+    checkpoint_errors: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     shifts_by_key_direction: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class KeyBudget:
+    """How many live keys a worker may hold, shared by its partition pipelines."""
+
+    limit: int
+    used: int = 0
+
+    def full(self) -> bool:
+        return self.used >= self.limit
 
 
 @dataclass(slots=True)
@@ -128,15 +141,40 @@ class KeyState:
 class Pipeline:
     """Configure once; feed messages or decoded events; collect outputs."""
 
-    def __init__(self, config: PipelineConfig | None = None, decoder: Decoder | None = None) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig | None = None,
+        decoder: Decoder | None = None,
+        stats: Stats | None = None,
+        budget: "KeyBudget | None" = None,
+    ) -> None:
         self.config = config or PipelineConfig()
         self.decoder = decoder or Decoder()
-        self.stats = Stats()
+        #: Shared with sibling pipelines of one worker, so counters survive rebalances.
+        self.stats = stats or Stats()
+        #: Live-key budget, shared likewise; None: this pipeline's own ``max_keys``.
+        self.budget = budget or KeyBudget(self.config.max_keys)
+        #: Keys changed since the last checkpoint, and keys evicted since then.
+        self.dirty: set[str] = set()
+        self.evicted: list[str] = []
         self.states: OrderedDict[str, KeyState] = OrderedDict()
         #: Newest event time seen on any key (for lag metrics and the idle sweep).
         self.max_ts = -math.inf
         #: Recent shift events of all keys (newest last), for the live page.
         self.recent_shifts: list[ShiftEvent] = []
+
+    # -- read view (metrics, live page) ----------------------------------
+    def key_count(self) -> int:
+        return len(self.states)
+
+    def keys_recent_first(self, limit: int) -> list[KeyState]:
+        """Up to ``limit`` keys, most recently updated first."""
+        out = []
+        for key in reversed(self.states):
+            if len(out) >= limit:
+                break
+            out.append(self.states[key])
+        return out
 
     # -- input -----------------------------------------------------------
     def feed(self, raw: bytes, source: Source | None = None, default_ts: float | None = None) -> Output:
@@ -162,12 +200,14 @@ class Pipeline:
         lateness = self.config.lateness
         states = self.states
         stats = self.stats
+        dirty = self.dirty
         for key, value, ts in zip(decoded.keys, decoded.values, decoded.ts):
             st = states.get(key)
             if st is None:
                 st = self._new_key(key)
             else:
                 states.move_to_end(key)
+            dirty.add(key)
             st.alltime.update(value)
             st.moments.update(value)
             stats.accepted += 1
@@ -203,12 +243,33 @@ class Pipeline:
         by[d.reason] = by.get(d.reason, 0) + 1
 
     def _new_key(self, key: str) -> KeyState:
-        if len(self.states) >= self.config.max_keys:
-            old_key, _ = self.states.popitem(last=False)
-            self.stats.evicted += 1
-            log.warning("key limit %d reached: evicted the least recently updated key %r", self.config.max_keys, old_key)
+        if self.budget.full() and self.states:
+            self.evict_idlest()
         st = self.states[key] = KeyState(key, self.config)
+        self.budget.used += 1
         return st
+
+    def evict_idlest(self) -> str:
+        old_key, _ = self.states.popitem(last=False)
+        self.budget.used -= 1
+        self.stats.evicted += 1
+        self.dirty.discard(old_key)
+        self.evicted.append(old_key)
+        log.warning("key limit %d reached: evicted the least recently updated key %r", self.budget.limit, old_key)
+        return old_key
+
+    def adopt(self, st: KeyState) -> None:
+        """Install a restored key state (from a checkpoint)."""
+        if st.key not in self.states:
+            if self.budget.full() and self.states:
+                self.evict_idlest()
+            self.budget.used += 1
+        self.states[st.key] = st
+
+    def release(self) -> None:
+        """Give this pipeline's keys back to the budget (its partition moved away)."""
+        self.budget.used -= len(self.states)
+        self.states.clear()
 
     def _close_key(self, st: KeyState, horizon: float, out: Output) -> None:
         interval = self.config.snapshot_interval_s

@@ -59,6 +59,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", int, "messages taken per agent batch"),
     Option("batch_within", float, "seconds to wait for a batch to fill"),
     Option("idle_close_after", float, "wall-clock seconds without events before quiet windows are closed"),
+    Option("checkpoint_interval", float, "longest wall-clock seconds between state checkpoints (they also happen at snapshot boundaries)"),
     Option("session_timeout", float, "Kafka consumer session timeout, seconds"),
     Option("data_dir", str, "Faust data directory"),
     Option("log_level", str, "log level", ("crit", "error", "warn", "info", "debug")),
@@ -87,6 +88,7 @@ class Settings:
     batch_size: int = 1000
     batch_within: float = 0.2
     idle_close_after: float = 10.0
+    checkpoint_interval: float = 30.0
     session_timeout: float = 30.0
     data_dir: str = "/tmp/shiftwatch-data"
     log_level: str = "info"

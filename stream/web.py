@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from .metrics import CONTENT_TYPE, render
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import Pipeline
+    from .partitions import StateView as Pipeline
 
 __all__ = ["make_web_app", "serve", "state_json"]
 
@@ -24,8 +24,8 @@ __all__ = ["make_web_app", "serve", "state_json"]
 def state_json(pipeline: "Pipeline", max_keys: int = 200) -> dict[str, Any]:
     """What the live page shows: per-key current percentiles, sparklines, shifts."""
     keys = []
-    for key in list(reversed(pipeline.states))[:max_keys]:
-        st = pipeline.states[key]
+    for st in pipeline.keys_recent_first(max_keys):
+        key = st.key
         if st.moments.count == 0:
             continue
         p50, p90, p99 = (float(x) for x in st.alltime.quantiles([0.5, 0.9, 0.99]))
@@ -55,7 +55,7 @@ def state_json(pipeline: "Pipeline", max_keys: int = 200) -> dict[str, Any]:
             "late": s.late,
             "snapshots": s.snapshots,
             "shifts": s.shifts,
-            "keys": len(pipeline.states),
+            "keys": pipeline.key_count(),
         },
         "snapshot_interval_s": pipeline.config.snapshot_interval_s,
         "watermark": pipeline.max_ts if pipeline.max_ts > 0 else None,

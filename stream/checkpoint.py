@@ -1,0 +1,157 @@
+"""Binary checkpoints of per-key state.
+
+A record is ``MAGIC | version | crc32 | body``; the body holds the input offset the
+state reflects and length-prefixed sections (the sketches' and detector's own
+``to_bytes``). Every length is checked against what is left, so corrupt or hostile
+bytes raise :class:`CheckpointError` — they are reported, never silently reset.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from typing import TYPE_CHECKING
+
+from sketches import LogBuckets, Moments
+
+from .records import Snapshot
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import KeyState, PipelineConfig
+
+__all__ = ["CheckpointError", "encode_key_state", "decode_key_state", "MAGIC", "VERSION"]
+
+MAGIC = b"SWK"
+VERSION = 1
+_HEAD = struct.Struct("<3sBI")  # magic, version, crc32 of the body
+_F64 = struct.Struct("<d")
+_SNAP = struct.Struct("<ddq7d")  # start, end, count, mean, p50, p90, p99, min, max
+_MAX_SECTIONS = 64
+_MAX_RECENT = 10_000
+
+
+class CheckpointError(ValueError):
+    """A checkpoint record that cannot be trusted (corrupt, truncated, or foreign)."""
+
+
+def _uvarint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _svarint(n: int) -> bytes:
+    return _uvarint((n << 1) ^ (n >> 63) if n < 0 else n << 1)
+
+
+class _Reader:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def uvarint(self) -> int:
+        shift = 0
+        n = 0
+        while True:
+            if self.pos >= len(self.buf):
+                raise CheckpointError("truncated varint")
+            b = self.buf[self.pos]
+            self.pos += 1
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return n
+            shift += 7
+            if shift > 63:
+                raise CheckpointError("varint too long")
+
+    def svarint(self) -> int:
+        u = self.uvarint()
+        return (u >> 1) ^ -(u & 1)
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise CheckpointError(f"section of {n} bytes runs past the end of the record")
+        b = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return b
+
+    def f64(self) -> float:
+        return _F64.unpack(self.take(8))[0]
+
+    def blob(self) -> bytes:
+        return self.take(self.uvarint())
+
+
+def encode_key_state(st: "KeyState", offset: int) -> bytes:
+    """Serialize one key's state as of input ``offset`` (the next offset to read)."""
+    parts = [_uvarint(offset), _F64.pack(st.horizon)]
+    for blob in (st.alltime.to_bytes(), st.moments.to_bytes(), st.detector.to_bytes()):
+        parts += [_uvarint(len(blob)), blob]
+    parts.append(_uvarint(len(st.windows)))
+    for w in sorted(st.windows):
+        win = st.windows[w]
+        s, m = win.sketch.to_bytes(), win.moments.to_bytes()
+        parts += [_svarint(w), _uvarint(len(s)), s, _uvarint(len(m)), m]
+    parts.append(_uvarint(len(st.recent)))
+    for snap in st.recent:
+        parts.append(_SNAP.pack(snap.start, snap.end, snap.count, snap.mean, snap.p50, snap.p90, snap.p99, snap.min, snap.max))
+    body = b"".join(parts)
+    return _HEAD.pack(MAGIC, VERSION, zlib.crc32(body)) + body
+
+
+def decode_key_state(key: str, data: bytes, config: "PipelineConfig") -> tuple["KeyState", int]:
+    """Rebuild a key's state; returns (state, offset). Raises :class:`CheckpointError`."""
+    from .pipeline import KeyState, _Window  # local: pipeline imports this module's users
+
+    if not isinstance(data, (bytes, bytearray)) or len(data) < _HEAD.size:
+        raise CheckpointError(f"checkpoint of {key!r} is too short ({len(data) if data else 0} bytes)")
+    magic, version, crc = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise CheckpointError(f"checkpoint of {key!r} has a foreign header {bytes(magic)!r}")
+    if version != VERSION:
+        raise CheckpointError(f"checkpoint of {key!r} has unsupported version {version}")
+    body = bytes(data[_HEAD.size :])
+    if zlib.crc32(body) != crc:
+        raise CheckpointError(f"checkpoint of {key!r} fails its CRC check (corrupt)")
+    r = _Reader(body)
+    try:
+        offset = r.uvarint()
+        horizon = r.f64()
+        st = KeyState(key, config)
+        st.alltime = LogBuckets.from_bytes(r.blob())
+        st.moments = Moments.from_bytes(r.blob())
+        st.detector = type(st.detector).from_bytes(r.blob())
+        n_windows = r.uvarint()
+        if n_windows > _MAX_SECTIONS:
+            raise CheckpointError(f"checkpoint of {key!r} claims {n_windows} open windows")
+        for _ in range(n_windows):
+            w = r.svarint()
+            win = _Window(config.sketch_bytes)
+            win.sketch = LogBuckets.from_bytes(r.blob())
+            win.moments = Moments.from_bytes(r.blob())
+            st.windows[w] = win
+        n_recent = r.uvarint()
+        if n_recent > _MAX_RECENT or n_recent * _SNAP.size > len(body) - r.pos:
+            raise CheckpointError(f"checkpoint of {key!r} claims {n_recent} snapshots")
+        for _ in range(n_recent):
+            start, end, count, mean, p50, p90, p99, lo, hi = _SNAP.unpack(r.take(_SNAP.size))
+            st.recent.append(Snapshot(key, start, end, count, mean, p50, p90, p99, lo, hi))
+    except CheckpointError:
+        raise
+    except (ValueError, struct.error, OverflowError, MemoryError) as e:
+        raise CheckpointError(f"checkpoint of {key!r} is invalid: {e}") from None
+    if r.pos != len(body):
+        raise CheckpointError(f"checkpoint of {key!r} has {len(body) - r.pos} trailing bytes")
+    if math.isnan(horizon):
+        raise CheckpointError(f"checkpoint of {key!r} has a NaN watermark")
+    st.horizon = horizon
+    return st, offset

@@ -1,0 +1,203 @@
+"""A worker's state: one :class:`Pipeline` per assigned input partition.
+
+State is partitioned like the input, so when Kafka moves a partition to another
+worker its keys' state moves with it (through the state changelog), and nothing
+depends on how producers key their messages. All pipelines share one
+:class:`Stats` and one key budget, so counters never go backwards on a rebalance.
+
+Checkpoint protocol (see README, "Delivery guarantees"):
+1. after a batch, a partition whose snapshot windows closed, or whose last
+   checkpoint is older than ``max_checkpoint_age``, or a key that emitted a shift,
+   gets its dirty keys written to the compacted changelog as
+   ``key → encode_key_state(state, next_offset)``;
+2. the producer is flushed, then the consumer offsets are committed.
+On assignment the changelog partition is read back; each key remembers the offset
+its state reflects, and events below it are skipped (counted as ``replayed``), so
+a restart neither loses nor double-counts accepted events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+from .checkpoint import CheckpointError, decode_key_state, encode_key_state
+from .events import Decoded
+from .pipeline import KeyBudget, KeyState, Output, Pipeline, PipelineConfig, Stats
+from .records import ShiftEvent
+
+__all__ = ["PartitionedState", "StateView", "MergedKey"]
+
+log = logging.getLogger("shiftwatch.state")
+
+
+class StateView(Protocol):
+    """What /metrics and the live page read; a Pipeline and a PartitionedState both are one."""
+
+    stats: Stats
+    config: PipelineConfig
+    max_ts: float
+    recent_shifts: list[ShiftEvent]
+
+    def key_count(self) -> int: ...
+
+    def keys_recent_first(self, limit: int) -> list[KeyState]: ...
+
+
+@dataclass(slots=True)
+class _Part:
+    pipeline: Pipeline
+    #: Next input offset to read: everything below it is in ``pipeline``.
+    next_offset: int = -1
+    #: key → offset its restored state reflects (events below it are skipped).
+    skip: dict[str, int] = field(default_factory=dict)
+    skip_until: int = -1
+    last_checkpoint: float = field(default_factory=time.monotonic)
+    due: bool = False
+
+
+class MergedKey:
+    """A read-only union of one key's state in several partitions."""
+
+    __slots__ = ("key", "alltime", "moments", "recent", "shifts")
+
+    def __init__(self, states: list[KeyState]) -> None:
+        first = states[0]
+        self.key = first.key
+        self.alltime = first.alltime + states[1].alltime
+        self.moments = type(first.moments)()
+        for st in states:
+            self.moments.merge(st.moments)
+        for st in states[2:]:
+            self.alltime = self.alltime + st.alltime
+        newest = max(states, key=lambda s: s.recent[-1].end if s.recent else float("-inf"))
+        self.recent = newest.recent
+        self.shifts = sorted((e for s in states for e in s.shifts), key=lambda e: e.detected_at)
+
+
+class PartitionedState:
+    def __init__(self, config: PipelineConfig, decoder_factory, max_checkpoint_age: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+        self.config = config
+        self.decoder_factory = decoder_factory
+        self.stats = Stats()
+        self.budget = KeyBudget(config.max_keys)
+        self.parts: dict[int, _Part] = {}
+        self.recent_shifts: list[ShiftEvent] = []
+        self.max_checkpoint_age = max_checkpoint_age
+
+    # -- partitions ------------------------------------------------------
+    def part(self, partition: int) -> _Part:
+        p = self.parts.get(partition)
+        if p is None:
+            pipe = Pipeline(self.config, self.decoder_factory(), stats=self.stats, budget=self.budget)
+            pipe.recent_shifts = self.recent_shifts
+            p = self.parts[partition] = _Part(pipe)
+        return p
+
+    def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
+        """Load a partition's changelog (key, value) records, oldest first; returns keys restored."""
+        p = self.part(partition)
+        latest: dict[bytes, bytes | None] = {}
+        for k, v in records:
+            latest[k] = v
+        restored = 0
+        for kb, value in latest.items():
+            if value is None:
+                continue
+            key = kb.decode("utf-8", "surrogateescape")
+            try:
+                st, offset = decode_key_state(key, value, self.config)
+            except CheckpointError as e:
+                self.stats.checkpoint_errors += 1
+                log.error("partition %d: %s; the key starts from empty state", partition, e)
+                continue
+            p.pipeline.adopt(st)
+            p.skip[key] = offset
+            p.skip_until = max(p.skip_until, offset)
+            restored += 1
+        log.info("partition %d: restored %d keys from the state changelog", partition, restored)
+        return restored
+
+    def revoke(self, partition: int) -> None:
+        p = self.parts.pop(partition, None)
+        if p is not None:
+            p.pipeline.release()
+
+    # -- processing ------------------------------------------------------
+    def process(self, partition: int, offset: int, decoded: Decoded) -> Output:
+        """Process one message's events from ``partition`` at ``offset``."""
+        p = self.part(partition)
+        if offset < p.skip_until:
+            decoded = self._drop_replayed(p, offset, decoded)
+        out = p.pipeline.process(decoded)
+        if offset + 1 > p.next_offset:
+            p.next_offset = offset + 1
+        if out.snapshots or out.shifts:
+            p.due = True
+        return out
+
+    def _drop_replayed(self, p: _Part, offset: int, decoded: Decoded) -> Decoded:
+        keep = Decoded(dead=decoded.dead)
+        for k, v, t in zip(decoded.keys, decoded.values, decoded.ts):
+            if offset < p.skip.get(k, -1):
+                self.stats.replayed += 1
+                continue
+            keep.keys.append(k)
+            keep.values.append(v)
+            keep.ts.append(t)
+        return keep
+
+    def advance_to(self, t: float) -> Output:
+        out = Output()
+        for p in self.parts.values():
+            o = p.pipeline.advance_to(t)
+            if o.snapshots:
+                p.due = True
+            out.extend(o)
+        return out
+
+    # -- checkpoints -----------------------------------------------------
+    def due_partitions(self, now: float | None = None) -> list[int]:
+        now = time.monotonic() if now is None else now
+        return sorted(
+            n
+            for n, p in self.parts.items()
+            if (p.pipeline.dirty or p.pipeline.evicted) and (p.due or now - p.last_checkpoint >= self.max_checkpoint_age)
+        )
+
+    def checkpoint_records(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """Changelog records for the dirty (and evicted) keys of a partition; marks them clean."""
+        p = self.parts[partition]
+        pipe = p.pipeline
+        records: list[tuple[bytes, bytes | None]] = []
+        for key in sorted(pipe.dirty):
+            st = pipe.states.get(key)
+            if st is not None:
+                records.append((key.encode("utf-8", "surrogateescape"), encode_key_state(st, p.next_offset)))
+        for key in pipe.evicted:
+            records.append((key.encode("utf-8", "surrogateescape"), None))
+        pipe.dirty.clear()
+        pipe.evicted.clear()
+        p.due = False
+        p.last_checkpoint = time.monotonic()
+        return records
+
+    # -- read view -------------------------------------------------------
+    @property
+    def max_ts(self) -> float:
+        return max((p.pipeline.max_ts for p in self.parts.values()), default=float("-inf"))
+
+    def key_count(self) -> int:
+        return self.budget.used
+
+    def keys_recent_first(self, limit: int) -> list[KeyState]:
+        if len(self.parts) == 1:
+            return next(iter(self.parts.values())).pipeline.keys_recent_first(limit)
+        groups: dict[str, list[KeyState]] = {}
+        for p in self.parts.values():
+            for st in p.pipeline.keys_recent_first(limit):
+                groups.setdefault(st.key, []).append(st)
+        merged: list[KeyState] = [g[0] if len(g) == 1 else MergedKey(g) for g in groups.values()]  # type: ignore[misc]
+        return merged[:limit]
