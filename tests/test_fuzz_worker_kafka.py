@@ -10,7 +10,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.events import REASONS, Decoder
+from stream.events import REASONS, DecodeLimits, Decoder
 from worker_proc import Topics, WorkerProc, consume_until, json_values, produce, run
 
 pytestmark = pytest.mark.kafka
@@ -35,7 +35,7 @@ def hostile_messages(n: int, seed: int) -> list[bytes]:
         lambda: json.dumps([good(), {"key": "a"}, good(), 7, "x", None]).encode(),
         lambda: json.dumps({"key": "b", "values": [1, "x", -2, 3.5, None], "ts": TS}).encode(),
         lambda: json.dumps({"key": "c", "values": [1, 2, 3], "ts": [TS, TS]}).encode(),
-        lambda: b" " * (1 << 20) + b"{}",  # over the 1 MiB message limit
+        lambda: b" " * 300_000 + b"{}",  # over the worker's 200 kB message limit (below the broker's)
         lambda: b"",
     ]
     return [rng.choice(makers)() for _ in range(n)]
@@ -46,7 +46,7 @@ def test_running_worker_survives_hostile_input_and_counts_reconcile(kafka_broker
     topics = Topics()
     msgs = hostile_messages(600, seed=42)
     # What the decoder says, computed here with the same code: the ground truth.
-    dec = Decoder()
+    dec = Decoder(limits=DecodeLimits(max_message_bytes=200_000))
     expected_accepted = expected_rejected = 0
     for m in msgs:
         out = dec.decode(m)
@@ -54,7 +54,7 @@ def test_running_worker_survives_hostile_input_and_counts_reconcile(kafka_broker
         expected_rejected += len(out.dead)
     assert expected_rejected > 300 and expected_accepted > 500
 
-    w = WorkerProc(b, topics, tmp_path, "--snapshot-interval", "10").start()
+    w = WorkerProc(b, topics, tmp_path, "--snapshot-interval", "10", "--max-message-bytes", "200000").start()
     try:
         run(produce(b, topics.events, [(None, m) for m in msgs]))
         dead = run(consume_until(b, topics.dead, lambda r: len(r) >= expected_rejected, timeout=90, settle=3))
