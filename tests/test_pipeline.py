@@ -71,7 +71,7 @@ def test_batching_does_not_change_the_output():
     events = [events[i] for i in idx]
     outs = []
     for per in (1, 7, 500):  # 500 takes the grouped, vectorised path
-        p, snaps, shifts, _ = run(as_messages(events, per))
+        p, snaps, shifts, _ = run(as_messages(events, per), allowed_lateness_s=0.0)
         per_key = lambda recs: {k: [dumps(r.to_json()) for r in recs if r.key == k] for k in ("A", "B")}
         outs.append((per_key(snaps), per_key(shifts), p.stats.late, p.stats.accepted))
     assert outs[0][2] > 0, "the shuffled input must contain late events"
