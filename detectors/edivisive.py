@@ -14,6 +14,7 @@ candidate of every window is computed for a batch of windows at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -27,37 +28,48 @@ __all__ = ["EDivisive", "q_matrices", "ttest", "first_pass_pvalue", "merge_chang
 # --------------------------------------------------------------------------- divergence
 
 
+@lru_cache(maxsize=64)
+def _coefficients(L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-length constants of Q = A·within(:κ) − B·within(:τ) − C·within(τ:κ)."""
+    tau = np.arange(1, L, dtype=np.float64)[:, None]
+    kap = np.arange(2, L + 1, dtype=np.float64)[None, :]
+    m = kap - tau
+    upper = m > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # cross = within(:κ) − within(:τ) − within(τ:κ), so each within-sum's
+        # coefficient folds in the cross term's.
+        a = np.where(upper, 2.0 / kap, 0.0)
+        b = np.where(upper, 2.0 / kap * np.where(tau > 1, (kap - 1) / (tau - 1), 1.0), 0.0)
+        c = np.where(upper, 2.0 / kap * np.where(m > 1, (kap - 1) / (m - 1), 1.0), 0.0)
+    mask = np.triu(np.ones((L, L)), 1)
+    return a, b, c, mask
+
+
 def q_matrices(X: np.ndarray) -> np.ndarray:
     """Divergence Q[b, τ-1, κ-2] of ``X[b, :τ]`` against ``X[b, τ:κ]`` for every window b.
 
     Entries with κ ≤ τ are 0, so the arg-max of a window has the same layout (and the
-    same first-occurrence tie rule) as Otava's matrix.
+    same first-occurrence tie rule) as Otava's matrix. Batches are processed in chunks
+    small enough to stay in cache.
     """
     X = np.asarray(X, dtype=np.float64)
     B, L = X.shape
     if L < 2:
         return np.zeros((B, 0, 0))
-    D = np.abs(X[:, :, None] - X[:, None, :])
-    D *= np.triu(np.ones((L, L), dtype=bool), 1)
-    # R[b, j, c] = sum of d(j, k) for j < k <= c  (row prefix sums)
+    if B > 32:
+        return np.concatenate([q_matrices(X[i : i + 32]) for i in range(0, B, 32)])
+    a, b, c, mask = _coefficients(L)
+    D = X[:, :, None] - X[:, None, :]
+    np.abs(D, out=D)
+    D *= mask
+    # Row prefix sums: R[j, c] = sum of d(j, k) for j < k <= c.
     np.cumsum(D, axis=2, out=D)
-    # S[b, t, c] = sum over rows j >= t of R[b, j, c] = within-sum of X[t : c+1]
-    S = np.flip(np.cumsum(np.flip(D, axis=1), axis=1), axis=1)
-    total = S[:, 0, 1:]  # within-sum of X[: κ], κ = 2..L           (B, L-1) over κ
-    left = S[:, 0, : L - 1]  # within-sum of X[: τ], τ = 1..L-1     (B, L-1) over τ
-    right = S[:, 1:, 1:]  # within-sum of X[τ : κ]                  (B, L-1, L-1)
-    cross = total[:, None, :] - left[:, :, None] - right
-    tau = np.arange(1, L, dtype=np.float64)[:, None]
-    kap = np.arange(2, L + 1, dtype=np.float64)[None, :]
-    m = kap - tau
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cb = np.where(tau > 1, m / (tau - 1), 0.0)
-        cc = np.where(m > 1, tau / (m - 1), 0.0)
-    Q = cross
-    Q -= cb[None] * left[:, :, None]
-    Q -= cc[None] * right
-    Q *= 2.0 / kap[None]
-    Q *= (m > 0)[None]
+    # Suffix sums over rows: S[t, c] = within-sum of X[t : c+1].
+    S = np.cumsum(D[:, ::-1, :], axis=1)[:, ::-1, :]
+    Q = S[:, 1:, 1:] * c
+    np.negative(Q, out=Q)
+    Q += S[:, 0, None, 1:] * a
+    Q -= S[:, 0, : L - 1, None] * b
     return Q
 
 
@@ -137,11 +149,13 @@ class _WindowScan:
     step: int
     pvalue: float
     cache: dict[int, tuple[int, float, float]]
+    hits: int = 0
 
     def first(self, start: int) -> tuple[int, float, float]:
         """(τ local, qhat, pvalue) of the first split of the window at ``start``."""
         hit = self.cache.get(start)
         if hit is not None:
+            self.hits += 1
             return hit
         n = len(self.x)
         L = min(self.window, n - start)
@@ -158,7 +172,10 @@ class _WindowScan:
         # Speculate that the following windows start a step apart (true unless a
         # change point pushes the next start); batch them.
         last = n - self.window
-        starts = np.arange(start, last + 1, self.step)[:128]
+        # Batch size follows how many speculated windows the last batch served.
+        size = min(128, max(8, 2 * self.hits))
+        self.hits = 0
+        starts = np.arange(start, last + 1, self.step)[:size]
         idx = starts[:, None] + np.arange(self.window)[None, :]
         X = self.x[idx]
         Q = q_matrices(X)
@@ -189,7 +206,7 @@ class _WindowScan:
             tau = int(taus[b])
             # Near the threshold, or with (near) zero spread, use the exact per-segment
             # test so rounding cannot flip a decision.
-            if not (p > 1e3 * self.pvalue or p < 1e-3 * self.pvalue) or min(v1[b], v2[b]) <= 1e-20 * scale[b] ** 2:
+            if abs(p - self.pvalue) <= 1e-6 * self.pvalue or min(v1[b], v2[b]) <= 1e-20 * scale[b] ** 2:
                 seg = X[b]
                 p = ttest(seg[:tau], seg[tau:])[4]
             self.cache[int(starts[b])] = (tau, float(qs[b]), p)
