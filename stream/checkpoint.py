@@ -26,7 +26,7 @@ MAGIC = b"SWK"
 VERSION = 1
 _HEAD = struct.Struct("<3sBI")  # magic, version, crc32 of the body
 _F64 = struct.Struct("<d")
-_SNAP = struct.Struct("<ddq7d")  # start, end, count, mean, p50, p90, p99, min, max
+_SNAP = struct.Struct("<ddq6d")  # start, end, count, mean, p50, p90, p99, min, max
 _MAX_SECTIONS = 64
 _MAX_RECENT = 10_000
 
