@@ -218,10 +218,11 @@ def _intervals(cps: list[int], n: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1) if bounds[i] != bounds[i + 1]]
 
 
-def _divisive_window(seg: np.ndarray, pvalue: float, first: tuple[int, float, float] | None) -> list[int]:
+def _divisive_window(seg: np.ndarray, pvalue: float, first: tuple[int, float, float] | None) -> list[tuple[int, float]]:
     """Matteson–James divisive splitting of one window with a t-test stop rule."""
     n = len(seg)
     cps: list[int] = []
+    qs: dict[int, float] = {}
     cand: dict[tuple[int, int], tuple[int, float]] = {}
     if first is not None:
         cand[(0, n)] = (first[0], first[1])
@@ -239,7 +240,7 @@ def _divisive_window(seg: np.ndarray, pvalue: float, first: tuple[int, float, fl
                 best = (c[1], c[0], lo, hi)
         if best is None:
             break
-        _, idx, lo, hi = best
+        q, idx, lo, hi = best
         if pv_first is not None and (lo, hi) == (0, n):
             p = pv_first
         else:
@@ -247,30 +248,35 @@ def _divisive_window(seg: np.ndarray, pvalue: float, first: tuple[int, float, fl
         if p <= pvalue:
             cps.append(idx)
             cps.sort()
+            qs[idx] = q
         else:
             break
-    return cps
+    return [(c, qs[c]) for c in cps]
 
 
-def split_weak(x: np.ndarray, window: int, pvalue: float) -> list[int]:
-    """Union of the change points of the sliding windows (Otava's split step)."""
+def split_weak(x: np.ndarray, window: int, pvalue: float) -> dict[int, float]:
+    """Union of the change points of the sliding windows (Otava's split step).
+
+    Returns {index: qhat}, sorted by index; the first window to find a point wins.
+    """
     n = len(x)
     if window < 2:
         raise ValueError("window must be at least 2")
     step = int(window / 2)
     scan = _WindowScan(x, window, step, pvalue, {})
-    found: set[int] = set()
+    found: dict[int, float] = {}
     start = 0
     while start < n:
         end = min(start + window, n)
         first = scan.first(start)
-        new: list[int] = []
+        new: list[tuple[int, float]] = []
         if end - start >= 2 and first[2] <= pvalue:
-            new = [start + c for c in _divisive_window(x[start:end], pvalue, first)]
-        last_new = new[-1] if new else 0
+            new = [(start + c, q) for c, q in _divisive_window(x[start:end], pvalue, first)]
+        last_new = new[-1][0] if new else 0
         start = max(last_new, start + step)
-        found.update(new)
-    return sorted(found)
+        for c, q in new:
+            found.setdefault(c, q)
+    return dict(sorted(found.items()))
 
 
 # --------------------------------------------------------------------------- merge
@@ -347,7 +353,7 @@ class EDivisive:
     def weak_change_points(self, values: Sequence[float] | np.ndarray) -> list[int]:
         """Indices of the first pass (looser p-value), before merging."""
         x = _as_series(values)
-        return split_weak(x, self.window, first_pass_pvalue(self.max_pvalue))
+        return list(split_weak(x, self.window, first_pass_pvalue(self.max_pvalue)))
 
     def detect(self, values: Sequence[float] | np.ndarray) -> list[ChangePoint]:
         """Change points of ``values``, sorted by index."""
@@ -355,7 +361,7 @@ class EDivisive:
         if len(x) < 2:
             return []
         weak = split_weak(x, self.window, first_pass_pvalue(self.max_pvalue))
-        return merge_change_points(x, weak, self.max_pvalue, self.min_magnitude, self.otava_quirk)
+        return merge_change_points(x, list(weak), self.max_pvalue, self.min_magnitude, self.otava_quirk, weak)
 
 
 def _as_series(values: Sequence[float] | np.ndarray) -> np.ndarray:

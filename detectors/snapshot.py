@@ -174,7 +174,7 @@ class SnapshotShiftDetector:
         cands: dict[int, list[int]] = {}
         for j in range(len(self.metrics)):
             y = logs[:, j]
-            cps = split_weak(y, n, self.candidate_pvalue)
+            cps = list(split_weak(y, n, self.candidate_pvalue))
             for c in cps:
                 cands.setdefault(c, []).append(j)
             cands_j = cps
@@ -194,13 +194,13 @@ class SnapshotShiftDetector:
             names = [m.metric for m, _ in moved]
             if any(self.metrics.index(nm) in vetoed for nm in names):
                 continue
-            # The newest snapshots must still be on the new side for the strongest metric.
+            # Each of the newest snapshots must still be on the new side for the strongest
+            # metric: a brownout that ended has some back on the old side.
             anchor, d = min(moved, key=lambda md: md[0].pvalue)
             j = self.metrics.index(anchor.metric)
             y = logs[:, j]
             mid = 0.5 * (y[:c].mean() + y[c:].mean())
-            last = y[-self.confirm :].mean()
-            if (last - mid) * d <= 0:
+            if np.any((y[-self.confirm :] - mid) * d <= 0):
                 continue
             p = anchor.pvalue
             if best is None or p < best[0]:

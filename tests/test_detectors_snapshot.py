@@ -1,0 +1,143 @@
+"""SnapshotShiftDetector: the stream's contract, on seeded percentile snapshots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from detectors import SnapshotShiftDetector
+
+
+def snapshots(n, shift_at=None, factor=1.5, per=300, seed=0, tail_only=False, brownouts=(), counts=None):
+    """(t, {p50, p90, p99}, count) per snapshot from lognormal latencies (seconds)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        c = per if counts is None else counts[i]
+        v = 0.04 * np.exp(0.4 * rng.standard_normal(c))
+        if shift_at is not None and i >= shift_at:
+            if tail_only:
+                k = max(1, c // 50)
+                v[:k] = v[:k] * 4.0
+            else:
+                v = v * factor
+        if i in brownouts:
+            v = v * 3.0
+        q = np.quantile(v, [0.5, 0.9, 0.99])
+        out.append((1_763_800_000.0 + 30.0 * i, {"p50": q[0], "p90": q[1], "p99": q[2]}, c))
+    return out
+
+
+def run(det, snaps):
+    got = []
+    for i, (t, v, c) in enumerate(snaps):
+        for d in det.update(t, v, c):
+            got.append((i, d))
+    return got
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_median_step_is_reported_once_near_the_truth_and_quickly(seed):
+    got = run(SnapshotShiftDetector(), snapshots(120, shift_at=40, seed=seed))
+    assert len(got) == 1, got
+    seen_at, d = got[0]
+    assert d.kind == "shift" and d.direction == "regression"
+    assert abs(d.index - 40) <= 3
+    assert seen_at - 40 <= 10
+    moved = {c.metric: c for c in d.changes}
+    assert set(moved) == {"p50", "p90", "p99"}
+    assert moved["p50"].relative_change == pytest.approx(0.5, abs=0.1)
+    assert d.pvalue < 1e-5 and d.snapshots_before >= 10 and d.snapshots_after >= 5
+    assert d.samples_before == 300 * d.snapshots_before and d.samples_after == 300 * d.snapshots_after
+    assert d.at == 1_763_800_000.0 + 30.0 * d.index
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_quiet_key_stays_quiet_for_200_snapshots(seed):
+    assert run(SnapshotShiftDetector(), snapshots(200, seed=100 + seed)) == []
+
+
+def test_improvement_when_latency_drops_and_regression_when_higher_is_better():
+    (_, d), = run(SnapshotShiftDetector(), snapshots(80, shift_at=40, factor=0.6, seed=3))
+    assert d.direction == "improvement"
+    (_, d), = run(SnapshotShiftDetector(lower_is_better=False), snapshots(80, shift_at=40, factor=0.6, seed=3))
+    assert d.direction == "regression"
+
+
+def test_a_tail_only_step_names_the_tail_but_not_the_median():
+    got = run(SnapshotShiftDetector(), snapshots(100, shift_at=40, tail_only=True, seed=2))
+    assert len(got) == 1, got
+    d = got[0][1]
+    names = {c.metric for c in d.changes}
+    assert "p99" in names and "p50" not in names
+    assert abs(d.index - 40) <= 3
+
+
+@pytest.mark.parametrize("length", [1, 2, 3])
+def test_a_short_brownout_is_not_a_shift(length):
+    brown = tuple(range(50, 50 + length))
+    for seed in range(3):
+        assert run(SnapshotShiftDetector(), snapshots(120, seed=seed, brownouts=brown)) == []
+
+
+def test_regression_then_fix_gives_two_shifts_with_distinct_at():
+    snaps = snapshots(60, shift_at=30, seed=5) + [
+        (1_763_800_000.0 + 30.0 * (60 + i), v, c) for i, (_, v, c) in enumerate(snapshots(60, seed=6))
+    ]
+    got = run(SnapshotShiftDetector(), snaps)
+    kinds = [(d.kind, d.direction) for _, d in got]
+    assert kinds == [("shift", "regression"), ("shift", "improvement")], got
+    assert abs(got[0][1].index - 30) <= 3 and abs(got[1][1].index - 60) <= 3
+
+
+def test_small_snapshots_are_not_evidence():
+    counts = [300] * 40 + [5] * 40
+    snaps = snapshots(80, shift_at=40, factor=3.0, counts=counts, seed=1)
+    assert run(SnapshotShiftDetector(min_count=30), snaps) == []
+    assert len(run(SnapshotShiftDetector(min_count=1), snaps)) == 1
+
+
+def test_state_round_trip_mid_stream_gives_identical_decisions():
+    snaps = snapshots(90, shift_at=50, seed=8)
+    ref = run(SnapshotShiftDetector(), snaps)
+    d = SnapshotShiftDetector()
+    got = []
+    for i, (t, v, c) in enumerate(snaps):
+        if i % 7 == 3:
+            b = d.to_bytes()
+            assert b[0] == 1
+            d = SnapshotShiftDetector.from_bytes(b)
+            assert d.to_bytes() == b
+        got += [(i, x) for x in d.update(t, v, c)]
+    assert got == ref and len(ref) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_from_bytes_rejects_garbage_with_value_error(blob):
+    try:
+        SnapshotShiftDetector.from_bytes(blob)
+    except ValueError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 400), st.integers(0, 255))
+def test_from_bytes_rejects_corrupted_state(pos, byte):
+    d = SnapshotShiftDetector()
+    for t, v, c in snapshots(30, seed=1):
+        d.update(t, v, c)
+    b = bytearray(d.to_bytes())
+    b[pos % len(b)] = byte
+    try:
+        SnapshotShiftDetector.from_bytes(bytes(b))
+    except ValueError:
+        pass
+
+
+def test_missing_or_non_finite_metrics_are_skipped():
+    d = SnapshotShiftDetector()
+    assert d.update(0.0, {"p50": 0.01}, 100) == []
+    assert d.update(1.0, {"p50": float("nan"), "p90": 1.0, "p99": 1.0}, 100) == []
+    assert SnapshotShiftDetector.from_bytes(d.to_bytes()).to_bytes() == d.to_bytes()
