@@ -6,5 +6,6 @@ Configure once, then ``detect(values)`` (batch) or ``update(...)`` (streaming).
 from .edivisive import EDivisive
 from .records import ChangePoint, MetricChange, ShiftDecision, StreamEvent
 from .snapshot import SnapshotShiftDetector
+from .streaming import StreamingEDivisive
 
-__all__ = ["EDivisive", "SnapshotShiftDetector", "ChangePoint", "MetricChange", "ShiftDecision", "StreamEvent"]
+__all__ = ["EDivisive", "StreamingEDivisive", "SnapshotShiftDetector", "ChangePoint", "MetricChange", "ShiftDecision", "StreamEvent"]

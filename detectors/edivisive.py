@@ -13,12 +13,13 @@ candidate of every window is computed for a batch of windows at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+import math
 from typing import Sequence
 
 import numpy as np
-from scipy.special import stdtr
+from scipy.special import stdtr, stdtrit
 
 from .records import ChangePoint
 
@@ -106,16 +107,67 @@ def _pvalue(m1, m2, s1, s2, n1, n2):
     return np.where(n1 + n2 > 2, p, 1.0)
 
 
+def _mean_std(a: np.ndarray) -> tuple[float, float]:
+    """np.mean / np.std (ddof 0) with the same operations, minus their overhead."""
+    n = len(a)
+    m = float(a.sum()) / n
+    if n < 2:
+        return m, 0.0
+    d = a - m
+    return m, math.sqrt(float((d * d).sum()) / n)
+
+
 def ttest(left: np.ndarray, right: np.ndarray) -> tuple[float, float, float, float, float]:
     """(mean_left, mean_right, std_left, std_right, pvalue) of two non-empty segments."""
-    if len(left) == 0 or len(right) == 0:
+    n1, n2 = len(left), len(right)
+    if n1 == 0 or n2 == 0:
         raise ValueError("empty segment")
-    ml = float(np.mean(left))
-    mr = float(np.mean(right))
-    sl = float(np.std(left)) if len(left) >= 2 else 0.0
-    sr = float(np.std(right)) if len(right) >= 2 else 0.0
-    p = float(_pvalue(ml, mr, sl, sr, len(left), len(right)))
+    ml, sl = _mean_std(left)
+    mr, sr = _mean_std(right)
+    if n1 + n2 <= 2:
+        return ml, mr, sl, sr, 1.0
+    df = n1 + n2 - 2.0
+    svar = ((n1 - 1.0) * sl * sl + (n2 - 1.0) * sr * sr) / df
+    denom = math.sqrt(svar * (1.0 / n1 + 1.0 / n2))
+    diff = ml - mr
+    if denom == 0.0:
+        p = math.nan if diff == 0.0 else 0.0
+    else:
+        p = 2.0 * float(stdtr(df, -abs(diff / denom)))
     return ml, mr, sl, sr, p
+
+
+@lru_cache(maxsize=256)
+def _t_critical(df: int, pvalue: float) -> float:
+    """|t| at or above which the two-sided p-value is <= pvalue (a hair loose)."""
+    return float(stdtrit(df, 1.0 - pvalue / 2.0)) * (1.0 - 1e-6) if pvalue < 1.0 else 0.0
+
+
+def _any_split_significant(X: np.ndarray, pvalue: float) -> np.ndarray:
+    """Per window: could any split τ pass the t-test at ``pvalue``?
+
+    The candidate split is one of these τ, so windows where none passes cannot yield a
+    change point and skip the O(L²) divergence. Loose by a relative 1e-6 on |t|, so
+    rounding never drops a window the exact test would keep.
+    """
+    B, L = X.shape
+    if L < 3:
+        return np.zeros(B, dtype=bool)
+    Y = X - X.mean(axis=1, keepdims=True)
+    c1 = np.cumsum(Y, axis=1)
+    c2 = np.cumsum(Y * Y, axis=1)
+    n1 = np.arange(1, L, dtype=np.float64)
+    n2 = L - n1
+    s1, q1 = c1[:, :-1], c2[:, :-1]
+    s2, q2 = c1[:, -1:] - s1, c2[:, -1:] - q1
+    m1, m2 = s1 / n1, s2 / n2
+    v1 = np.maximum(q1 / n1 - m1 * m1, 0.0)
+    v2 = np.maximum(q2 / n2 - m2 * m2, 0.0)
+    svar = ((n1 - 1.0) * v1 + (n2 - 1.0) * v2) / (L - 2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t2 = (m1 - m2) ** 2 / (svar * (1.0 / n1 + 1.0 / n2))
+    tc = _t_critical(L - 2, pvalue)
+    return np.any(t2 >= tc * tc, axis=1)
 
 
 def _rel(a: float, b: float) -> float:
@@ -140,6 +192,9 @@ def first_pass_pvalue(max_pvalue: float) -> float:
 # --------------------------------------------------------------------------- split
 
 
+_QUIET = (0, 0.0, math.inf)  # a window in which no split can pass the test
+
+
 @dataclass(slots=True)
 class _WindowScan:
     """First candidates of a batch of equally long windows, memoised by window start."""
@@ -148,27 +203,28 @@ class _WindowScan:
     window: int
     step: int
     pvalue: float
+    #: Full windows only, keyed by global start (offset + local start): their content
+    #: never changes, so a streaming caller can keep this across updates.
     cache: dict[int, tuple[int, float, float]]
+    offset: int = 0
     hits: int = 0
 
     def first(self, start: int) -> tuple[int, float, float]:
         """(τ local, qhat, pvalue) of the first split of the window at ``start``."""
-        hit = self.cache.get(start)
+        hit = self.cache.get(start + self.offset)
         if hit is not None:
             self.hits += 1
             return hit
         n = len(self.x)
         L = min(self.window, n - start)
         if L < 2:
-            res = (0, 0.0, 1.0)
-            self.cache[start] = res
-            return res
+            return (0, 0.0, 1.0)
         if start + self.window > n:
-            tau, q = _best_split(self.x[start : start + L])
             seg = self.x[start : start + L]
-            p = ttest(seg[:tau], seg[tau:])[4]
-            self.cache[start] = (tau, q, p)
-            return self.cache[start]
+            if not _any_split_significant(seg[None, :], self.pvalue)[0]:
+                return _QUIET
+            tau, q = _best_split(seg)
+            return (tau, q, ttest(seg[:tau], seg[tau:])[4])
         # Speculate that the following windows start a step apart (true unless a
         # change point pushes the next start); batch them.
         last = n - self.window
@@ -177,7 +233,14 @@ class _WindowScan:
         self.hits = 0
         starts = np.arange(start, last + 1, self.step)[:size]
         idx = starts[:, None] + np.arange(self.window)[None, :]
-        X = self.x[idx]
+        Xall = self.x[idx]
+        live = _any_split_significant(Xall, self.pvalue)
+        for s0 in starts[~live]:
+            self.cache[int(s0) + self.offset] = _QUIET
+        starts = starts[live]
+        if len(starts) == 0:
+            return self.cache[start + self.offset]
+        X = Xall[live]
         Q = q_matrices(X)
         B = len(starts)
         flat = np.argmax(Q.reshape(B, -1), axis=1)
@@ -209,8 +272,8 @@ class _WindowScan:
             if abs(p - self.pvalue) <= 1e-6 * self.pvalue or min(v1[b], v2[b]) <= 1e-20 * scale[b] ** 2:
                 seg = X[b]
                 p = ttest(seg[:tau], seg[tau:])[4]
-            self.cache[int(starts[b])] = (tau, float(qs[b]), p)
-        return self.cache[start]
+            self.cache[int(starts[b]) + self.offset] = (tau, float(qs[b]), p)
+        return self.cache[start + self.offset]
 
 
 def _intervals(cps: list[int], n: int) -> list[tuple[int, int]]:
@@ -254,16 +317,38 @@ def _divisive_window(seg: np.ndarray, pvalue: float, first: tuple[int, float, fl
     return [(c, qs[c]) for c in cps]
 
 
-def split_weak(x: np.ndarray, window: int, pvalue: float) -> dict[int, float]:
+@dataclass(slots=True)
+class SplitCache:
+    """Per-window results of full windows, keyed by global start; valid for as long as
+    the values at those global indices do not change (always, for an append-only stream)."""
+
+    first: dict[int, tuple[int, float, float]]
+    divisive: dict[int, list[tuple[int, float]]]
+
+    @classmethod
+    def empty(cls) -> "SplitCache":
+        return cls({}, {})
+
+    def evict_before(self, start: int) -> None:
+        for d in (self.first, self.divisive):
+            for k in [k for k in d if k < start]:
+                del d[k]
+
+
+def split_weak(
+    x: np.ndarray, window: int, pvalue: float, offset: int = 0, cache: SplitCache | None = None
+) -> dict[int, float]:
     """Union of the change points of the sliding windows (Otava's split step).
 
     Returns {index: qhat}, sorted by index; the first window to find a point wins.
+    ``offset`` is the global index of ``x[0]`` for the keys of ``cache``.
     """
     n = len(x)
     if window < 2:
         raise ValueError("window must be at least 2")
     step = int(window / 2)
-    scan = _WindowScan(x, window, step, pvalue, {})
+    cache = cache or SplitCache.empty()
+    scan = _WindowScan(x, window, step, pvalue, cache.first, offset)
     found: dict[int, float] = {}
     start = 0
     while start < n:
@@ -271,7 +356,13 @@ def split_weak(x: np.ndarray, window: int, pvalue: float) -> dict[int, float]:
         first = scan.first(start)
         new: list[tuple[int, float]] = []
         if end - start >= 2 and first[2] <= pvalue:
-            new = [(start + c, q) for c, q in _divisive_window(x[start:end], pvalue, first)]
+            full = start + window <= n
+            got = cache.divisive.get(start + offset) if full else None
+            if got is None:
+                got = _divisive_window(x[start:end], pvalue, first)
+                if full:
+                    cache.divisive[start + offset] = got
+            new = [(start + c, q) for c, q in got]
         last_new = new[-1][0] if new else 0
         start = max(last_new, start + step)
         for c, q in new:
@@ -289,26 +380,38 @@ def merge_change_points(
     min_magnitude: float,
     otava_quirk: bool = True,
     qhats: dict[int, float] | None = None,
+    offset: int = 0,
+    memo: dict[tuple[int, int, int], ChangePoint] | None = None,
 ) -> list[ChangePoint]:
     """Bottom-up merge: drop the weakest point until all pass both criteria.
 
     With ``otava_quirk`` the left neighbour of a removed point keeps its stale
     statistics, as Otava 0.8.0 does; without it both neighbours are recomputed.
+    ``memo`` keeps segment statistics by global (lo, index, hi) across calls.
     """
     n = len(x)
     q = qhats or {}
+    memo = {} if memo is None else memo
+
+    def make(i: int, lo: int, hi: int, qhat: float) -> ChangePoint:
+        key = (lo + offset, i + offset, hi + offset)
+        cp = memo.get(key)
+        if cp is None or cp.qhat != qhat:
+            cp = memo[key] = _make_cp(i, x, lo, hi, qhat)
+        return cp if cp.index == i else replace(cp, index=i)
+
     idx = list(weak)
     cps: list[ChangePoint] = []
     for k, i in enumerate(idx):
         lo = idx[k - 1] if k > 0 else 0
         hi = idx[k + 1] if k + 1 < len(idx) else n
-        cps.append(_make_cp(i, x, lo, hi, q.get(i, 0.0)))
+        cps.append(make(i, lo, hi, q.get(i, 0.0)))
 
     def recompute(k: int) -> None:
         if 0 <= k < len(cps):
             lo = cps[k - 1].index if k > 0 else 0
             hi = cps[k + 1].index if k + 1 < len(cps) else n
-            cps[k] = _make_cp(cps[k].index, x, lo, hi, cps[k].qhat)
+            cps[k] = make(cps[k].index, lo, hi, cps[k].qhat)
 
     while cps:
         weakest = max(cps, key=lambda c: c.pvalue)  # first maximum, NaN handled as max() does

@@ -1,0 +1,144 @@
+"""Streaming E-Divisive over a bounded history.
+
+Why: Otava re-runs on the whole history and its incremental mode can disagree with a
+full run. Here the history is bounded (``history`` .. ``history + step`` points) and
+its start only moves in whole E-Divisive steps, so the sliding windows of one update
+are the windows of the previous one plus the newest: per-window results of full
+windows are cached by global index and only the tail is recomputed. The answer after
+every update is exactly ``EDivisive.detect`` on the current history (tested).
+
+Reporting: a change point is confirmed once ``min_after`` points follow it; it is
+reported once with a stable id (its global index). While it is still inside the
+history it is re-validated at every update; if a full run no longer finds it, a
+retraction with the same id is emitted, and that id is never reported again.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+from typing import Sequence
+
+import numpy as np
+
+from .edivisive import SplitCache, first_pass_pvalue, merge_change_points, split_weak
+from .records import ChangePoint, StreamEvent
+
+__all__ = ["StreamingEDivisive"]
+
+
+class StreamingEDivisive:
+    """Configure once, then ``update(value, t)`` per point; returns confirmations and
+    retractions. Memory and per-update cost are bounded by ``history``."""
+
+    def __init__(
+        self,
+        history: int = 200,
+        window: int = 50,
+        max_pvalue: float = 0.001,
+        min_magnitude: float = 0.0,
+        min_after: int = 5,
+        min_before: int = 5,
+        otava_quirk: bool = True,
+    ) -> None:
+        if window < 2 or history < window:
+            raise ValueError("need 2 <= window <= history")
+        if min_after < 1 or min_before < 0:
+            raise ValueError("bad min_after/min_before")
+        self.history = int(history)
+        self.window = int(window)
+        self.step = int(window / 2)
+        self.max_pvalue = float(max_pvalue)
+        self.min_magnitude = float(min_magnitude)
+        self.min_after = int(min_after)
+        self.min_before = int(min_before)
+        self.otava_quirk = bool(otava_quirk)
+        self._first_p = first_pass_pvalue(self.max_pvalue)
+        self._n = 0  # points seen
+        self._start = 0  # global index of the first point kept
+        self._values: deque[float] = deque()
+        self._times: deque[float] = deque()
+        self._cache = SplitCache.empty()
+        self._memo: dict[tuple[int, int, int], ChangePoint] = {}
+        self._current: list[ChangePoint] = []  # global indices
+        self._confirmed: dict[int, StreamEvent] = {}
+        self._done: deque[int] = deque(maxlen=1024)  # ids ever reported (never again)
+        self._done_set: set[int] = set()
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def start(self) -> int:
+        """Global index of the oldest point in the history."""
+        return self._start
+
+    def values(self) -> np.ndarray:
+        """The current history (the series ``EDivisive`` would see)."""
+        return np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+
+    def change_points(self) -> list[ChangePoint]:
+        """Change points of the current history, with global indices."""
+        return list(self._current)
+
+    # ------------------------------------------------------------------ update
+
+    def update(self, value: float, t: float | None = None) -> list[StreamEvent]:
+        v = float(value)
+        if not np.isfinite(v):
+            raise ValueError("value must be finite")
+        tt = float(self._n if t is None else t)
+        self._values.append(v)
+        self._times.append(tt)
+        self._n += 1
+        # Keep between history and history + step - 1 points; the start moves by whole steps.
+        if self._n > self.history:
+            new_start = ((self._n - self.history) // self.step) * self.step
+            if new_start > self._start:
+                for _ in range(new_start - self._start):
+                    self._values.popleft()
+                    self._times.popleft()
+                self._start = new_start
+                self._cache.evict_before(new_start)
+                for k in [k for k in self._memo if k[0] < new_start]:
+                    del self._memo[k]
+        x = self.values()
+        off = self._start
+        weak = split_weak(x, self.window, self._first_p, off, self._cache)
+        merged = merge_change_points(
+            x, list(weak), self.max_pvalue, self.min_magnitude, self.otava_quirk, weak, off, self._memo
+        )
+        self._current = [replace(c, index=c.index + off) for c in merged]
+        return self._decide()
+
+    def _decide(self) -> list[StreamEvent]:
+        out: list[StreamEvent] = []
+        found = {c.index: c for c in self._current}
+        stable_from = self._start + self.min_before
+        # Retractions first: confirmed points still under review that a full run lost.
+        for idx in sorted(self._confirmed):
+            if idx < stable_from:
+                del self._confirmed[idx]  # aged out: final
+            elif idx not in found:
+                ev = self._confirmed.pop(idx)
+                out.append(StreamEvent("retraction", ev.id, idx, ev.t, ev.change))
+        for idx, cp in found.items():
+            if idx in self._confirmed or idx in self._done_set:
+                continue
+            if idx < stable_from or self._n - idx < self.min_after:
+                continue
+            t = self._times[idx - self._start]
+            ev = StreamEvent("shift", f"cp-{idx}", idx, t, cp)
+            self._confirmed[idx] = ev
+            if len(self._done) == self._done.maxlen:
+                self._done_set.discard(self._done[0])
+            self._done.append(idx)
+            self._done_set.add(idx)
+            out.append(ev)
+        return out
+
+    def extend(self, values: Sequence[float]) -> list[StreamEvent]:
+        """``update`` for each value; concatenated events."""
+        out: list[StreamEvent] = []
+        for v in values:
+            out += self.update(v)
+        return out
