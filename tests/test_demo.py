@@ -63,7 +63,7 @@ def test_live_page_in_headless_chromium():
             pytest.fail("chromium is not installed (scripts/install-system-deps.sh installs it)")
         pytest.skip("chromium is not installed")
     port = free_port()
-    proc = start_demo(port, 45, "--shift-at", "6", "--quiet")
+    proc = start_demo(port, 60, "--quiet")
     try:
         deadline = time.time() + 40
         state = {}
