@@ -2,6 +2,8 @@
 
 from ._varint import SketchDecodeError
 from .logbuckets import LogBuckets
+from .mapping import LogMapping
 from .moments import Moments
+from .store import BucketStore
 
-__all__ = ["LogBuckets", "Moments", "SketchDecodeError"]
+__all__ = ["BucketStore", "LogBuckets", "LogMapping", "Moments", "SketchDecodeError"]
