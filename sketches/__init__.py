@@ -4,6 +4,8 @@ from ._varint import SketchDecodeError
 from .logbuckets import LogBuckets
 from .mapping import LogMapping
 from .moments import Moments
+from .p2 import P2Quantiles
+from .reservoir import Reservoir
 from .store import BucketStore
 
-__all__ = ["BucketStore", "LogBuckets", "LogMapping", "Moments", "SketchDecodeError"]
+__all__ = ["BucketStore", "LogBuckets", "LogMapping", "Moments", "P2Quantiles", "Reservoir", "SketchDecodeError"]
