@@ -4,8 +4,25 @@ from ._varint import SketchDecodeError
 from .logbuckets import LogBuckets
 from .mapping import LogMapping
 from .moments import Moments
+from .otel import (
+    ExponentialHistogramDataPoint,
+    OtelBuckets,
+    PromNativeHistogram,
+    from_otel,
+    from_prometheus,
+    to_otel,
+    to_prometheus,
+)
 from .p2 import P2Quantiles
 from .reservoir import Reservoir
 from .store import BucketStore
 
-__all__ = ["BucketStore", "LogBuckets", "LogMapping", "Moments", "P2Quantiles", "Reservoir", "SketchDecodeError"]
+__all__ = [
+    "ExponentialHistogramDataPoint",
+    "OtelBuckets",
+    "PromNativeHistogram",
+    "from_otel",
+    "from_prometheus",
+    "to_otel",
+    "to_prometheus",
+    "BucketStore", "LogBuckets", "LogMapping", "Moments", "P2Quantiles", "Reservoir", "SketchDecodeError"]
