@@ -66,6 +66,7 @@ class SnapshotShiftDetector:
         min_relative_change: float = 0.1,
         revalidate: int = 10,
         confirm: int = 3,
+        min_fraction: float = 0.8,
     ) -> None:
         if not metrics:
             raise ValueError("at least one metric")
@@ -77,7 +78,7 @@ class SnapshotShiftDetector:
             raise ValueError("history must hold min_before + min_after snapshots")
         if not (0 < max_pvalue < 1 and 0 < candidate_pvalue < 1):
             raise ValueError("p-values must be in (0, 1)")
-        if min_count < 0 or min_relative_change < 0 or revalidate < 0 or not 1 <= confirm <= min_after:
+        if min_count < 0 or min_relative_change < 0 or revalidate < 0 or not 1 <= confirm <= min_after or not 0.5 <= min_fraction <= 1.0:
             raise ValueError("bad parameter")
         self.metrics = tuple(str(m) for m in metrics)
         self.lower_is_better = bool(lower_is_better)
@@ -90,6 +91,7 @@ class SnapshotShiftDetector:
         self.min_relative_change = float(min_relative_change)
         self.revalidate = int(revalidate)
         self.confirm = int(confirm)
+        self.min_fraction = float(min_fraction)
         self._seq = 0
         self._base = 0  # index of the first snapshot of the current regime
         self._idx: deque[int] = deque(maxlen=self.history)
@@ -202,6 +204,10 @@ class SnapshotShiftDetector:
             mid = 0.5 * (y[:c].mean() + y[c:].mean())
             if np.any((y[-self.confirm :] - mid) * d <= 0):
                 continue
+            # And most of the new regime sits there: a few brownouts pull a mean up
+            # but leave most snapshots on the old side.
+            if np.mean((y[c:] - mid) * d > 0) < self.min_fraction:
+                continue
             p = anchor.pvalue
             if best is None or p < best[0]:
                 best = (p, c, moved)
@@ -282,6 +288,7 @@ class SnapshotShiftDetector:
             "min_relative_change": self.min_relative_change,
             "revalidate": self.revalidate,
             "confirm": self.confirm,
+            "min_fraction": self.min_fraction,
         }
 
     def to_bytes(self) -> bytes:
@@ -327,6 +334,7 @@ class SnapshotShiftDetector:
                 min_relative_change=float(cfg["min_relative_change"]),
                 revalidate=int(cfg["revalidate"]),
                 confirm=int(cfg["confirm"]),
+                min_fraction=float(cfg["min_fraction"]),
             )
             if d.history > 100_000 or len(d.metrics) > 64:
                 raise ValueError("configuration too large")
