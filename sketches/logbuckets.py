@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
+from bisect import bisect_right
 from typing import Sequence
 
 import numpy as np
@@ -109,7 +110,8 @@ class LogBuckets:
             if n.size:
                 self.neg.add_indices((np.ceil(np.log2(-n) * f) - 1).astype(np.int64))
         self.count += int(v.size)
-        self.sum += float(v.sum())
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.sum += float(v.sum())  # may overflow to inf, like a float running sum
         self.min = min(self.min, lo)
         self.max = max(self.max, hi)
         if len(self.pos) + len(self.neg) > self._limit:
@@ -176,22 +178,42 @@ class LogBuckets:
             buckets.append((self.zero, 0.0, 0.0))
         for i, c in sorted(self.pos.counts.items()):
             buckets.append((c, m.lower(i), m.upper(i)))
-        cum = np.cumsum([b[0] for b in buckets])
-        ranks = qa * (self.count - 1)
-        js = np.searchsorted(cum, ranks, side="right")
+        cum = np.cumsum([b[0] for b in buckets]).tolist()
         lo_v, hi_v = self.min, self.max
-        for k, (r, j) in enumerate(zip(ranks.tolist(), js.tolist())):
+
+        def order_stat(k: int) -> float:
+            """Estimate of the k-th smallest value (0-based)."""
+            j = bisect_right(cum, k)
             j = min(j, len(buckets) - 1)
             c, lo, hi = buckets[j]
+            # An edge holding the exact min or max anchors the first or last item on it.
+            a = 0.0 if lo <= lo_v else 0.5
+            b = 0.0 if hi >= hi_v else 0.5
             lo, hi = max(lo, lo_v), min(hi, hi_v)
-            below = float(cum[j - 1]) if j else 0.0
-            frac = min(max((r - below + 0.5) / c, 0.0), 1.0)
-            if lo > 0.0:
-                v = lo * (hi / lo) ** frac
+            below = cum[j - 1] if j else 0
+            den = c - 1 + a + b
+            frac = min(max((k - below + a) / den, 0.0), 1.0) if den > 0 else 0.0
+            if frac <= 0.0 or lo == hi:
+                v = lo
+            elif frac >= 1.0:
+                v = hi
+            elif lo > 0.0:
+                v = math.exp(math.log(lo) + frac * (math.log(hi) - math.log(lo)))
             elif hi < 0.0:
-                v = hi * (lo / hi) ** (1.0 - frac)
+                v = -math.exp(math.log(-hi) + (1.0 - frac) * (math.log(-lo) - math.log(-hi)))
             else:
                 v = lo + (hi - lo) * frac
+            return min(max(v, lo_v), hi_v)
+
+        n1 = self.count - 1
+        for k, q in enumerate(qa.tolist()):
+            r = q * n1
+            f = math.floor(r)
+            g = r - f
+            v = order_stat(f)
+            if g > 0.0 and f < n1:
+                # numpy's linear definition: between the two neighbouring order statistics
+                v = v + g * (order_stat(f + 1) - v)
             out[k] = min(max(v, lo_v), hi_v)
         return out
 
@@ -262,8 +284,9 @@ class LogBuckets:
         s.zero = r.uvarint(limit=1 << 62)
         if s.count:
             s.min, s.max, s.sum = _F3.unpack(r.take(_F3.size))
-            if not (math.isfinite(s.min) and math.isfinite(s.max) and math.isfinite(s.sum) and s.min <= s.max):
-                raise SketchDecodeError("invalid min/max/sum")
+            # sum may legitimately have overflowed to inf (or nan); min and max may not.
+            if not (math.isfinite(s.min) and math.isfinite(s.max) and s.min <= s.max):
+                raise SketchDecodeError("invalid min/max")
         s.pos = BucketStore.decode(r)
         s.neg = BucketStore.decode(r)
         r.end()

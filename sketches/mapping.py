@@ -40,7 +40,7 @@ class LogMapping:
     def lower(self, i: int) -> float:
         """Lower bound of bucket ``i`` (``inf``/``0`` past the float range)."""
         e = i / math.ldexp(1.0, self.scale)
-        if e > 1024:
+        if e >= 1024:
             return math.inf
         if e < -1075:
             return 0.0
