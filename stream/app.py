@@ -86,12 +86,15 @@ async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
 async def read_changelog(bootstrap: str, topic: str, partition: int) -> list[tuple[bytes, bytes | None]]:
     """Every (key, value) of one changelog partition, oldest first, up to its current end."""
     tp = TopicPartition(topic, partition)
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, max_partition_fetch_bytes=8 << 20)
+    c = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20
+    )
     await c.start()
     try:
         c.assign([tp])
         end = (await c.end_offsets([tp]))[tp]
-        await c.seek_to_beginning(tp)
+        # An explicit offset: seek_to_beginning() left the position at the end here.
+        c.seek(tp, (await c.beginning_offsets([tp]))[tp])
         out: list[tuple[bytes, bytes | None]] = []
         while await c.position(tp) < end:
             batch = await c.getmany(tp, timeout_ms=1000)
@@ -169,6 +172,7 @@ def build_worker(settings: Settings) -> Worker:
                 await p.send(changelog, value, key=key, partition=part)
                 n += 1
         await p.flush()
+        log.debug("checkpoint of partitions %s: %d records", partitions, n)
         return n
 
     async def restore(partition: int) -> None:

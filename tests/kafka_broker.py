@@ -164,6 +164,9 @@ class KafkaBroker:
     async def _ping(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
+        # A plain TCP probe first, so aiokafka does not log a connection error per try.
+        socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
         await admin.start()
         try:

@@ -54,7 +54,7 @@ class WorkerProc:
             "--broker", f"kafka://{bootstrap}",
             "--input-topic", topics.events, "--shift-topic", topics.shifts, "--dead-letter-topic", topics.dead,
             "--app-id", topics.app_id, "--web-port", str(self.port), "--data-dir", str(workdir / f"data-{name}"),
-            "--session-timeout", "6", "--idle-close-after", "2", "--log-level", "info",
+            "--session-timeout", "6", "--idle-close-after", "2", "--log-level", os.environ.get("SW_TEST_LOG_LEVEL", "info"),
             *extra,
         ]
         self.proc: subprocess.Popen | None = None
