@@ -148,6 +148,8 @@ class Reservoir:
             out += _D.pack(x)
         st = self._rng.bit_generator.state
         out += int(st["state"]["state"]).to_bytes(16, "little") + int(st["state"]["inc"]).to_bytes(16, "little")
+        out.append(int(st["has_uint32"]) & 1)
+        out += (int(st["uinteger"]) & 0xFFFFFFFF).to_bytes(4, "little")
         out += _D.pack(self._w)
         put_uvarint(out, self._next)
         return bytes(out)
@@ -170,13 +172,15 @@ class Reservoir:
             raise SketchDecodeError("non-finite sample value")
         state = int.from_bytes(r.take(16), "little")
         inc = int.from_bytes(r.take(16), "little")
-        if not inc & 1:
+        has32 = r.byte()
+        u32 = int.from_bytes(r.take(4), "little")
+        if not inc & 1 or has32 > 1:
             raise SketchDecodeError("invalid generator state")
         s._rng.bit_generator.state = {
             "bit_generator": "PCG64",
             "state": {"state": state, "inc": inc},
-            "has_uint32": 0,
-            "uinteger": 0,
+            "has_uint32": has32,
+            "uinteger": u32,
         }
         (s._w,) = _D.unpack(r.take(8))
         s._next = r.uvarint(limit=1 << 63)
