@@ -46,11 +46,38 @@ def _coefficients(L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return a, b, c, mask
 
 
+def within_sums(X: np.ndarray) -> np.ndarray:
+    """S[b, t, c] = sum of |x_j - x_k| over t <= j < k <= c, for every window b.
+
+    Built from row prefix sums and then suffix sums over rows of the masked distance
+    matrix: O(L²) per window. Any sub-interval's sums are slices of this, bit for bit
+    equal to computing them on the sub-array (the extra terms are exact zeros).
+    """
+    B, L = X.shape
+    mask = _coefficients(L)[3]
+    D = X[:, :, None] - X[:, None, :]
+    np.abs(D, out=D)
+    D *= mask
+    np.cumsum(D, axis=2, out=D)
+    return np.cumsum(D[:, ::-1, :], axis=1)[:, ::-1, :]
+
+
+def _q_from_sums(S: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Q of the sub-interval [lo, hi) from the within sums of its window(s)."""
+    a, b, c, _ = _coefficients(hi - lo)
+    Q = S[..., lo + 1 : hi, lo + 1 : hi] * c
+    np.negative(Q, out=Q)
+    Q += S[..., lo, None, lo + 1 : hi] * a
+    Q -= S[..., lo, lo : hi - 1, None] * b
+    return Q
+
+
 def q_matrices(X: np.ndarray) -> np.ndarray:
     """Divergence Q[b, τ-1, κ-2] of ``X[b, :τ]`` against ``X[b, τ:κ]`` for every window b.
 
-    Entries with κ ≤ τ are 0, so the arg-max of a window has the same layout (and the
-    same first-occurrence tie rule) as Otava's matrix. Batches are processed in chunks
+    Q = a·W(0, κ) − b·W(0, τ) − c·W(τ, κ) with W the within sums. Entries with κ ≤ τ
+    are 0, so the arg-max of a window has the same layout (and the same
+    first-occurrence tie rule) as Otava's matrix. Batches are processed in chunks
     small enough to stay in cache.
     """
     X = np.asarray(X, dtype=np.float64)
@@ -59,31 +86,22 @@ def q_matrices(X: np.ndarray) -> np.ndarray:
         return np.zeros((B, 0, 0))
     if B > 32:
         return np.concatenate([q_matrices(X[i : i + 32]) for i in range(0, B, 32)])
-    a, b, c, mask = _coefficients(L)
-    D = X[:, :, None] - X[:, None, :]
-    np.abs(D, out=D)
-    D *= mask
-    # Row prefix sums: R[j, c] = sum of d(j, k) for j < k <= c.
-    np.cumsum(D, axis=2, out=D)
-    # Suffix sums over rows: S[t, c] = within-sum of X[t : c+1].
-    S = np.cumsum(D[:, ::-1, :], axis=1)[:, ::-1, :]
-    Q = S[:, 1:, 1:] * c
-    np.negative(Q, out=Q)
-    Q += S[:, 0, None, 1:] * a
-    Q -= S[:, 0, : L - 1, None] * b
-    return Q
+    return _q_from_sums(within_sums(X), 0, L)
 
 
 def _q_matrix(x: np.ndarray) -> np.ndarray:
     return q_matrices(x[None, :])[0]
 
 
-def _best_split(x: np.ndarray) -> tuple[int, float]:
-    """(τ, qhat) maximising the divergence of ``x`` (τ = first index of the right part)."""
-    Q = _q_matrix(x)
+def _argmax_split(Q: np.ndarray) -> tuple[int, float]:
     flat = int(np.argmax(Q))
     i, j = divmod(flat, Q.shape[1])
     return i + 1, float(Q[i, j])
+
+
+def _best_split(x: np.ndarray) -> tuple[int, float]:
+    """(τ, qhat) maximising the divergence of ``x`` (τ = first index of the right part)."""
+    return _argmax_split(_q_matrix(x))
 
 
 # --------------------------------------------------------------------------- t-test
@@ -143,16 +161,11 @@ def _t_critical(df: int, pvalue: float) -> float:
     return float(stdtrit(df, 1.0 - pvalue / 2.0)) * (1.0 - 1e-6) if pvalue < 1.0 else 0.0
 
 
-def _any_split_significant(X: np.ndarray, pvalue: float) -> np.ndarray:
-    """Per window: could any split τ pass the t-test at ``pvalue``?
-
-    The candidate split is one of these τ, so windows where none passes cannot yield a
-    change point and skip the O(L²) divergence. Loose by a relative 1e-6 on |t|, so
-    rounding never drops a window the exact test would keep.
-    """
+def _split_t2(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """t² of Otava's t-test at every split τ = 1..L-1 of every window, from prefix sums
+    of centred values, and the smaller of the two segment variances (for spotting
+    degenerate, zero-spread splits)."""
     B, L = X.shape
-    if L < 3:
-        return np.zeros(B, dtype=bool)
     Y = X - X.mean(axis=1, keepdims=True)
     c1 = np.cumsum(Y, axis=1)
     c2 = np.cumsum(Y * Y, axis=1)
@@ -163,11 +176,61 @@ def _any_split_significant(X: np.ndarray, pvalue: float) -> np.ndarray:
     m1, m2 = s1 / n1, s2 / n2
     v1 = np.maximum(q1 / n1 - m1 * m1, 0.0)
     v2 = np.maximum(q2 / n2 - m2 * m2, 0.0)
-    svar = ((n1 - 1.0) * v1 + (n2 - 1.0) * v2) / (L - 2.0)
+    svar = ((n1 - 1.0) * v1 + (n2 - 1.0) * v2) / max(L - 2.0, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         t2 = (m1 - m2) ** 2 / (svar * (1.0 / n1 + 1.0 / n2))
+    return t2, np.minimum(v1, v2)
+
+
+def _any_split_significant(X: np.ndarray, pvalue: float) -> np.ndarray:
+    """Per window: could any split τ pass the t-test at ``pvalue``?
+
+    The candidate split is one of these τ, so windows where none passes cannot yield a
+    change point and skip the O(L²) divergence. Loose by a relative 1e-6 on |t|, so
+    rounding never drops a window the exact test would keep.
+    """
+    B, L = X.shape
+    if L < 3:
+        return np.zeros(B, dtype=bool)
+    t2, _ = _split_t2(X)
     tc = _t_critical(L - 2, pvalue)
     return np.any(t2 >= tc * tc, axis=1)
+
+
+@lru_cache(maxsize=256)
+def _split_constants(L: int, pvalue: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    n1 = np.arange(1, L, dtype=np.float64)
+    n2 = L - n1
+    tc = _t_critical(L - 2, pvalue)
+    k = tc * tc * (1.0 / n1 + 1.0 / n2) / (L - 2.0)
+    return 1.0 / n1, 1.0 / n2, (n1 - 1.0) * k, (n2 - 1.0) * k, n1
+
+
+def _one_split_significant(seg: np.ndarray, pvalue: float) -> bool:
+    """``_any_split_significant`` for one window, with fewer array operations.
+
+    (m1 - m2)² >= t_c² · svar · (1/n1 + 1/n2), multiplied out so that zero spread
+    passes (the exact test then decides) instead of dividing by zero.
+    """
+    L = len(seg)
+    if L < 3:
+        return False
+    i1, i2, w1, w2, _ = _split_constants(L, pvalue)
+    y = seg - float(seg.sum()) / L
+    c1 = y.cumsum()
+    y *= y
+    c2 = y.cumsum()
+    s1 = c1[:-1]
+    m1 = s1 * i1
+    m2 = (c1[-1] - s1) * i2
+    q1 = c2[:-1]
+    # Rounding can only make a variance slightly negative, which lowers the bar:
+    # conservative, so no clamping.
+    rhs = (q1 * i1 - m1 * m1) * w1
+    rhs += ((c2[-1] - q1) * i2 - m2 * m2) * w2
+    m1 -= m2
+    m1 *= m1
+    return bool((m1 >= rhs).any())
 
 
 def _rel(a: float, b: float) -> float:
@@ -221,7 +284,7 @@ class _WindowScan:
             return (0, 0.0, 1.0)
         if start + self.window > n:
             seg = self.x[start : start + L]
-            if not _any_split_significant(seg[None, :], self.pvalue)[0]:
+            if not _one_split_significant(seg, self.pvalue):
                 return _QUIET
             tau, q = _best_split(seg)
             return (tau, q, ttest(seg[:tau], seg[tau:])[4])
@@ -234,45 +297,40 @@ class _WindowScan:
         starts = np.arange(start, last + 1, self.step)[:size]
         idx = starts[:, None] + np.arange(self.window)[None, :]
         Xall = self.x[idx]
-        live = _any_split_significant(Xall, self.pvalue)
-        for s0 in starts[~live]:
-            self.cache[int(s0) + self.offset] = _QUIET
-        starts = starts[live]
-        if len(starts) == 0:
+        L = self.window
+        if L < 3:
+            for s0 in starts.tolist():
+                self.cache[s0 + self.offset] = _QUIET
+            return self.cache[start + self.offset]
+        t2all, vmin_all = _split_t2(Xall)
+        tc = _t_critical(L - 2, self.pvalue)
+        live = np.any(t2all >= tc * tc, axis=1)
+        for s0 in starts[~live].tolist():
+            self.cache[s0 + self.offset] = _QUIET
+        if not live.any():
             return self.cache[start + self.offset]
         X = Xall[live]
+        t2 = t2all[live]
+        vmin = vmin_all[live]
+        B = len(X)
         Q = q_matrices(X)
-        B = len(starts)
         flat = np.argmax(Q.reshape(B, -1), axis=1)
-        w1 = self.window - 1
-        ii, jj = np.divmod(flat, w1)
-        taus = ii + 1
-        qs = Q[np.arange(B), ii, jj]
-        # Segment statistics from prefix sums of centred values.
-        Y = X - X.mean(axis=1, keepdims=True)
-        c1 = np.cumsum(Y, axis=1)
-        c2 = np.cumsum(Y * Y, axis=1)
+        ii, jj = np.divmod(flat, L - 1)
         rows = np.arange(B)
-        n1 = taus.astype(np.float64)
-        n2 = self.window - n1
-        s1 = c1[rows, taus - 1]
-        q1 = c2[rows, taus - 1]
-        s2 = c1[:, -1] - s1
-        q2 = c2[:, -1] - q1
-        m1, m2 = s1 / n1, s2 / n2
-        v1 = np.maximum(q1 / n1 - m1 * m1, 0.0)
-        v2 = np.maximum(q2 / n2 - m2 * m2, 0.0)
-        ps = _pvalue(m1, m2, np.sqrt(v1), np.sqrt(v2), n1, n2)
-        scale = np.maximum(np.abs(X).max(axis=1), 1e-300)
-        for b in range(B):
-            p = float(ps[b])
-            tau = int(taus[b])
+        qs = Q[rows, ii, jj].tolist()
+        t2c = t2[rows, ii]
+        with np.errstate(invalid="ignore"):
+            ps = (2.0 * stdtr(L - 2.0, -np.sqrt(t2c))).tolist()
+        scale = np.abs(X).max(axis=1)
+        degenerate = (vmin[rows, ii] <= 1e-20 * scale * scale).tolist()
+        nan = np.isnan(t2c).tolist()
+        for b, s0, tau, q, p in zip(range(B), starts[live].tolist(), (ii + 1).tolist(), qs, ps):
             # Near the threshold, or with (near) zero spread, use the exact per-segment
             # test so rounding cannot flip a decision.
-            if abs(p - self.pvalue) <= 1e-6 * self.pvalue or min(v1[b], v2[b]) <= 1e-20 * scale[b] ** 2:
+            if nan[b] or degenerate[b] or abs(p - self.pvalue) <= 1e-6 * self.pvalue:
                 seg = X[b]
                 p = ttest(seg[:tau], seg[tau:])[4]
-            self.cache[int(starts[b]) + self.offset] = (tau, float(qs[b]), p)
+            self.cache[s0 + self.offset] = (tau, q, p)
         return self.cache[start + self.offset]
 
 
@@ -290,6 +348,7 @@ def _divisive_window(seg: np.ndarray, pvalue: float, first: tuple[int, float, fl
     if first is not None:
         cand[(0, n)] = (first[0], first[1])
     pv_first = None if first is None else first[2]
+    S: np.ndarray | None = None  # within sums of the window, shared by all sub-intervals
     while True:
         best: tuple[float, int, int, int] | None = None
         for lo, hi in _intervals(cps, n):
@@ -297,7 +356,9 @@ def _divisive_window(seg: np.ndarray, pvalue: float, first: tuple[int, float, fl
                 continue
             c = cand.get((lo, hi))
             if c is None:
-                tau, q = _best_split(seg[lo:hi])
+                if S is None:
+                    S = within_sums(seg[None, :])[0]
+                tau, q = _argmax_split(_q_from_sums(S, lo, hi))
                 c = cand[(lo, hi)] = (lo + tau, q)
             if best is None or c[1] > best[0]:
                 best = (c[1], c[0], lo, hi)
@@ -324,6 +385,8 @@ class SplitCache:
 
     first: dict[int, tuple[int, float, float]]
     divisive: dict[int, list[tuple[int, float]]]
+    #: Where the walk over full windows stopped: (offset, global start, found so far).
+    chain: tuple[int, int, dict[int, float]] | None = None
 
     @classmethod
     def empty(cls) -> "SplitCache":
@@ -351,7 +414,16 @@ def split_weak(
     scan = _WindowScan(x, window, step, pvalue, cache.first, offset)
     found: dict[int, float] = {}
     start = 0
+    # The walk over full windows depends only on their (fixed) values: resume it.
+    ch = cache.chain
+    if ch is not None and ch[0] == offset and ch[1] - offset <= n:
+        start = ch[1] - offset
+        found = dict(ch[2])
+    saved = False
     while start < n:
+        if not saved and start + window > n:
+            cache.chain = (offset, start + offset, dict(found))
+            saved = True
         end = min(start + window, n)
         first = scan.first(start)
         new: list[tuple[int, float]] = []

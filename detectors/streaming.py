@@ -56,11 +56,14 @@ class StreamingEDivisive:
         self._first_p = first_pass_pvalue(self.max_pvalue)
         self._n = 0  # points seen
         self._start = 0  # global index of the first point kept
-        self._values: deque[float] = deque()
+        self._buf = np.empty(4 * (self.history + self.step))
+        self._lo = 0
+        self._hi = 0
         self._times: deque[float] = deque()
         self._cache = SplitCache.empty()
         self._memo: dict[tuple[int, int, int], ChangePoint] = {}
-        self._current: list[ChangePoint] = []  # global indices
+        self._current: list[ChangePoint] = []  # indices relative to _offset
+        self._offset = 0
         self._confirmed: dict[int, StreamEvent] = {}
         self._done: deque[int] = deque(maxlen=1024)  # ids ever reported (never again)
         self._done_set: set[int] = set()
@@ -74,11 +77,12 @@ class StreamingEDivisive:
 
     def values(self) -> np.ndarray:
         """The current history (the series ``EDivisive`` would see)."""
-        return np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        return self._buf[self._lo : self._hi].copy()
 
     def change_points(self) -> list[ChangePoint]:
         """Change points of the current history, with global indices."""
-        return list(self._current)
+        off = self._offset
+        return [c if off == 0 else replace(c, index=c.index + off) for c in self._current]
 
     # ------------------------------------------------------------------ update
 
@@ -87,7 +91,14 @@ class StreamingEDivisive:
         if not np.isfinite(v):
             raise ValueError("value must be finite")
         tt = float(self._n if t is None else t)
-        self._values.append(v)
+        # Values live in a flat buffer [lo, hi) that is compacted now and then, so the
+        # history is a view, not a copy per update.
+        if self._hi == len(self._buf):
+            keep = self._buf[self._lo : self._hi].copy()
+            self._buf[: len(keep)] = keep
+            self._lo, self._hi = 0, len(keep)
+        self._buf[self._hi] = v
+        self._hi += 1
         self._times.append(tt)
         self._n += 1
         # Keep between history and history + step - 1 points; the start moves by whole steps.
@@ -95,24 +106,26 @@ class StreamingEDivisive:
             new_start = ((self._n - self.history) // self.step) * self.step
             if new_start > self._start:
                 for _ in range(new_start - self._start):
-                    self._values.popleft()
                     self._times.popleft()
+                self._lo += new_start - self._start
                 self._start = new_start
                 self._cache.evict_before(new_start)
                 for k in [k for k in self._memo if k[0] < new_start]:
                     del self._memo[k]
-        x = self.values()
+        x = self._buf[self._lo : self._hi]
         off = self._start
         weak = split_weak(x, self.window, self._first_p, off, self._cache)
         merged = merge_change_points(
             x, list(weak), self.max_pvalue, self.min_magnitude, self.otava_quirk, weak, off, self._memo
         )
-        self._current = [replace(c, index=c.index + off) for c in merged]
+        self._current = merged
+        self._offset = off
         return self._decide()
 
     def _decide(self) -> list[StreamEvent]:
         out: list[StreamEvent] = []
-        found = {c.index: c for c in self._current}
+        off = self._offset
+        found = {c.index + off: c for c in self._current}
         stable_from = self._start + self.min_before
         # Retractions first: confirmed points still under review that a full run lost.
         for idx in sorted(self._confirmed):
@@ -127,7 +140,7 @@ class StreamingEDivisive:
             if idx < stable_from or self._n - idx < self.min_after:
                 continue
             t = self._times[idx - self._start]
-            ev = StreamEvent("shift", f"cp-{idx}", idx, t, cp)
+            ev = StreamEvent("shift", f"cp-{idx}", idx, t, cp if off == 0 else replace(cp, index=idx))
             self._confirmed[idx] = ev
             if len(self._done) == self._done.maxlen:
                 self._done_set.discard(self._done[0])
