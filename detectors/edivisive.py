@@ -13,7 +13,7 @@ candidate of every window is computed for a batch of windows at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 import math
 from typing import Sequence
@@ -271,23 +271,34 @@ class _WindowScan:
     cache: dict[int, tuple[int, float, float]]
     offset: int = 0
     hits: int = 0
+    misses: int = 0
+    sums: dict[int, np.ndarray] = field(default_factory=dict)
 
     def first(self, start: int) -> tuple[int, float, float]:
         """(τ local, qhat, pvalue) of the first split of the window at ``start``."""
         hit = self.cache.get(start + self.offset)
         if hit is not None:
             self.hits += 1
+            self.misses = 0
             return hit
         n = len(self.x)
         L = min(self.window, n - start)
         if L < 2:
             return (0, 0.0, 1.0)
-        if start + self.window > n:
+        full = start + self.window <= n
+        self.misses += 1
+        if not full or self.misses <= 3:
+            # A partial window, or the first few after a change point moved the
+            # window grid: one window at a time is cheaper than a speculative batch.
             seg = self.x[start : start + L]
             if not _one_split_significant(seg, self.pvalue):
-                return _QUIET
-            tau, q = _best_split(seg)
-            return (tau, q, ttest(seg[:tau], seg[tau:])[4])
+                res = _QUIET
+            else:
+                tau, q = _best_split(seg)
+                res = (tau, q, ttest(seg[:tau], seg[tau:])[4])
+            if full:
+                self.cache[start + self.offset] = res
+            return res
         # Speculate that the following windows start a step apart (true unless a
         # change point pushes the next start); batch them.
         last = n - self.window
@@ -313,7 +324,12 @@ class _WindowScan:
         t2 = t2all[live]
         vmin = vmin_all[live]
         B = len(X)
-        Q = q_matrices(X)
+        if B > 32:
+            parts = [within_sums(X[i : i + 32]) for i in range(0, B, 32)]
+            S = np.concatenate(parts)
+        else:
+            S = within_sums(X)
+        Q = _q_from_sums(S, 0, L)
         flat = np.argmax(Q.reshape(B, -1), axis=1)
         ii, jj = np.divmod(flat, L - 1)
         rows = np.arange(B)
@@ -331,6 +347,8 @@ class _WindowScan:
                 seg = X[b]
                 p = ttest(seg[:tau], seg[tau:])[4]
             self.cache[s0 + self.offset] = (tau, q, p)
+            if p <= self.pvalue:
+                self.sums[s0 + self.offset] = S[b]  # the divisive step reuses them
         return self.cache[start + self.offset]
 
 
@@ -339,7 +357,9 @@ def _intervals(cps: list[int], n: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1) if bounds[i] != bounds[i + 1]]
 
 
-def _divisive_window(seg: np.ndarray, pvalue: float, first: tuple[int, float, float] | None) -> list[tuple[int, float]]:
+def _divisive_window(
+    seg: np.ndarray, pvalue: float, first: tuple[int, float, float] | None, S: np.ndarray | None = None
+) -> list[tuple[int, float]]:
     """Matteson–James divisive splitting of one window with a t-test stop rule."""
     n = len(seg)
     cps: list[int] = []
@@ -348,7 +368,7 @@ def _divisive_window(seg: np.ndarray, pvalue: float, first: tuple[int, float, fl
     if first is not None:
         cand[(0, n)] = (first[0], first[1])
     pv_first = None if first is None else first[2]
-    S: np.ndarray | None = None  # within sums of the window, shared by all sub-intervals
+    # S: within sums of the window, shared by all sub-intervals (computed lazily).
     while True:
         best: tuple[float, int, int, int] | None = None
         for lo, hi in _intervals(cps, n):
@@ -431,7 +451,7 @@ def split_weak(
             full = start + window <= n
             got = cache.divisive.get(start + offset) if full else None
             if got is None:
-                got = _divisive_window(x[start:end], pvalue, first)
+                got = _divisive_window(x[start:end], pvalue, first, scan.sums.pop(start + offset, None))
                 if full:
                     cache.divisive[start + offset] = got
             new = [(start + c, q) for c, q in got]
@@ -491,7 +511,7 @@ def merge_change_points(
             weakest = min(cps, key=lambda c: c.magnitude)
             if weakest.magnitude > min_magnitude:
                 break
-        k = cps.index(weakest)
+        k = next(i for i, c in enumerate(cps) if c is weakest)
         del cps[k]
         if not otava_quirk:
             recompute(k - 1)
