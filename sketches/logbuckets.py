@@ -27,6 +27,7 @@ __all__ = ["LogBuckets"]
 _VERSION = 2
 _F3 = struct.Struct("<3d")
 _INF = math.inf
+_MAXF = 1.7976931348623157e308
 _MIN_BYTES = 64
 _MAX_BYTES = 1 << 24
 _log2 = math.log2
@@ -36,7 +37,7 @@ _ceil = math.ceil
 class LogBuckets:
     """Mergeable quantile sketch within ``max_bytes`` of serialized state."""
 
-    __slots__ = ("max_bytes", "scale", "zero", "pos", "neg", "count", "sum", "min", "max", "_f", "_limit")
+    __slots__ = ("max_bytes", "scale", "zero", "pos", "neg", "count", "sum", "min", "max", "_f", "_limit", "_pd", "_nd")
 
     def __init__(self, max_bytes: int = 1024, *, scale: int = MAX_SCALE) -> None:
         if not _MIN_BYTES <= max_bytes <= _MAX_BYTES:
@@ -47,6 +48,8 @@ class LogBuckets:
         self.zero = 0
         self.pos = BucketStore()
         self.neg = BucketStore()
+        self._pd = self.pos.counts  # aliases for the hot path; stores mutate in place
+        self._nd = self.neg.counts
         self.count = 0
         self.sum = 0.0
         self.min = _INF
@@ -61,26 +64,44 @@ class LogBuckets:
     # -- updates ---------------------------------------------------------
     def update(self, x: float) -> None:
         """Add one value (pure-Python hot path: one log2, one dict update)."""
-        if 0.0 < x < _INF:
-            d = self.pos.counts
+        if 0.0 < x <= _MAXF:
             i = _ceil(_log2(x) * self._f) - 1
-            if i in d:
-                d[i] += 1
-            else:
-                d[i] = 1
-                if len(d) > self._limit:
-                    self._grow()
-        elif x == 0.0:
+            try:
+                self._pd[i] += 1
+            except KeyError:
+                self._new_bucket(self._pd, i, x)
+                return
+        else:
+            self._update_other(x)
+            return
+        self.count += 1
+        self.sum += x
+        if x < self.min:  # min <= max once anything was added, so one test suffices
+            self.min = x
+        elif x > self.max:
+            self.max = x
+
+    def _new_bucket(self, d: dict[int, int], i: int, x: float) -> None:
+        d[i] = 1
+        self.count += 1
+        self.sum += x
+        if x < self.min:
+            self.min = x
+        if x > self.max:
+            self.max = x
+        if len(self._pd) + len(self._nd) > self._limit:
+            self._fit()
+
+    def _update_other(self, x: float) -> None:
+        if x == 0.0:
             self.zero += 1
-        elif -_INF < x < 0.0:
-            d = self.neg.counts
+        elif -_MAXF <= x < 0.0:
             i = _ceil(_log2(-x) * self._f) - 1
-            if i in d:
-                d[i] += 1
-            else:
-                d[i] = 1
-                if len(d) > self._limit:
-                    self._grow()
+            d = self._nd
+            if i not in d:
+                self._new_bucket(d, i, x)
+                return
+            d[i] += 1
         else:
             raise ValueError(f"LogBuckets takes finite values, got {x!r}")
         self.count += 1
@@ -98,24 +119,37 @@ class LogBuckets:
         lo, hi = float(v.min()), float(v.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("LogBuckets takes finite values")  # nan propagates into min/max
-        f = self._f
         if lo > 0.0:
-            self.pos.add_indices((np.ceil(np.log2(v) * f) - 1).astype(np.int64))
+            self._add_indices(self.pos, (np.ceil(np.log2(v) * self._f) - 1).astype(np.int64))
         else:
             p = v[v > 0.0]
             n = v[v < 0.0]
             self.zero += int(v.size - p.size - n.size)
             if p.size:
-                self.pos.add_indices((np.ceil(np.log2(p) * f) - 1).astype(np.int64))
-            if n.size:
-                self.neg.add_indices((np.ceil(np.log2(-n) * f) - 1).astype(np.int64))
+                self._add_indices(self.pos, (np.ceil(np.log2(p) * self._f) - 1).astype(np.int64))
+            if n.size:  # (the positive side may have coarsened the scale: recompute at it)
+                self._add_indices(self.neg, (np.ceil(np.log2(-n) * self._f) - 1).astype(np.int64))
         self.count += int(v.size)
         with np.errstate(over="ignore", invalid="ignore"):
             self.sum += float(v.sum())  # may overflow to inf, like a float running sum
         self.min = min(self.min, lo)
         self.max = max(self.max, hi)
-        if len(self.pos) + len(self.neg) > self._limit:
-            self._grow()
+        if len(self._pd) + len(self._nd) > self._limit:
+            self._fit()
+
+    def _add_indices(self, store: BucketStore, idx: np.ndarray) -> None:
+        # A span wider than the budget's bits can never fit (each bucket costs >= 1 bit),
+        # so coarsen before counting: bounds the bincount whatever the data.
+        lo, hi = int(idx.min()), int(idx.max())
+        if store.counts:
+            lo, hi = min(lo, min(store.counts)), max(hi, max(store.counts))
+        by = 0
+        while (hi >> by) - (lo >> by) >= 8 * self.max_bytes and self.scale - by > MIN_SCALE:
+            by += 1
+        if by:
+            self._downscale(by)
+            idx = idx >> by
+        store.add_indices(idx)
 
     # -- budget ----------------------------------------------------------
     def _header(self) -> bytearray:
@@ -149,12 +183,13 @@ class LogBuckets:
         bits = 8 * self.max_bytes
         while self.scale > MIN_SCALE and self.pos.span() + self.neg.span() > bits:
             self._downscale(1)  # every bucket in the span costs at least one bit
+        while self.scale > MIN_SCALE and self.pos.bits_lower_bound() + self.neg.bits_lower_bound() > bits:
+            self._downscale(1)
         while self.scale > MIN_SCALE and self.encoded_size() > self.max_bytes:
             self._downscale(1)
         n = len(self.pos) + len(self.neg)
         self._limit = min(n + n // 4 + 16, 8 * self.max_bytes)
 
-    _grow = _fit
 
     # -- queries ---------------------------------------------------------
     def quantile(self, q: float) -> float:
@@ -287,8 +322,8 @@ class LogBuckets:
             # sum may legitimately have overflowed to inf (or nan); min and max may not.
             if not (math.isfinite(s.min) and math.isfinite(s.max) and s.min <= s.max):
                 raise SketchDecodeError("invalid min/max")
-        s.pos = BucketStore.decode(r)
-        s.neg = BucketStore.decode(r)
+        s.pos.counts.update(BucketStore.decode(r).counts)
+        s.neg.counts.update(BucketStore.decode(r).counts)
         r.end()
         if s.zero + s.pos.total() + s.neg.total() != s.count:
             raise SketchDecodeError("bucket counts do not add up to the count")

@@ -86,6 +86,21 @@ class BucketStore:
             prev = n
         return lo, out
 
+    def bits_lower_bound(self) -> int:
+        """A cheap (numpy) lower bound on the Rice payload: no code of ``z`` is shorter
+        than ``max(1, bit_length(z))`` bits, whatever the parameter."""
+        c = self.counts
+        if not c:
+            return 0
+        keys = np.fromiter(c.keys(), dtype=np.int64, count=len(c))
+        vals = np.fromiter(c.values(), dtype=np.float64, count=len(c))
+        lo = int(keys.min())
+        dense = np.zeros(int(keys.max()) - lo + 1)
+        dense[keys - lo] = vals
+        d = np.diff(dense, prepend=0.0)
+        z = np.where(d >= 0, 2 * d, -2 * d - 1)
+        return int(np.maximum(np.frexp(z)[1], 1).sum())
+
     def encoded_size(self) -> int:
         lo, d = self._deltas()
         if not d:
