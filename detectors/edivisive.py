@@ -324,16 +324,20 @@ class _WindowScan:
         t2 = t2all[live]
         vmin = vmin_all[live]
         B = len(X)
-        if B > 32:
-            parts = [within_sums(X[i : i + 32]) for i in range(0, B, 32)]
-            S = np.concatenate(parts)
-        else:
-            S = within_sums(X)
-        Q = _q_from_sums(S, 0, L)
-        flat = np.argmax(Q.reshape(B, -1), axis=1)
+        # Chunks small enough for the cache; keep only each window's best split.
+        Ss, flats, qvals = [], [], []
+        for i in range(0, B, 32):
+            Sc = within_sums(X[i : i + 32])
+            Qc = _q_from_sums(Sc, 0, L).reshape(len(Sc), -1)
+            fc = np.argmax(Qc, axis=1)
+            Ss.append(Sc)
+            flats.append(fc)
+            qvals.append(Qc[np.arange(len(Sc)), fc])
+        S = Ss[0] if len(Ss) == 1 else np.concatenate(Ss)
+        flat = flats[0] if len(flats) == 1 else np.concatenate(flats)
+        qs = (qvals[0] if len(qvals) == 1 else np.concatenate(qvals)).tolist()
         ii, jj = np.divmod(flat, L - 1)
         rows = np.arange(B)
-        qs = Q[rows, ii, jj].tolist()
         t2c = t2[rows, ii]
         with np.errstate(invalid="ignore"):
             ps = (2.0 * stdtr(L - 2.0, -np.sqrt(t2c))).tolist()
