@@ -43,7 +43,7 @@ def _coefficients(L: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
         b = np.where(upper, 2.0 / kap * np.where(tau > 1, (kap - 1) / (tau - 1), 1.0), 0.0)
         c = np.where(upper, 2.0 / kap * np.where(m > 1, (kap - 1) / (m - 1), 1.0), 0.0)
     mask = np.triu(np.ones((L, L)), 1)
-    return a, b, c, mask
+    return a, b, -c, mask  # c negated: Q starts as −c·W(τ, κ)
 
 
 def within_sums(X: np.ndarray) -> np.ndarray:
@@ -64,9 +64,8 @@ def within_sums(X: np.ndarray) -> np.ndarray:
 
 def _q_from_sums(S: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """Q of the sub-interval [lo, hi) from the within sums of its window(s)."""
-    a, b, c, _ = _coefficients(hi - lo)
-    Q = S[..., lo + 1 : hi, lo + 1 : hi] * c
-    np.negative(Q, out=Q)
+    a, b, nc, _ = _coefficients(hi - lo)
+    Q = S[..., lo + 1 : hi, lo + 1 : hi] * nc
     Q += S[..., lo, None, lo + 1 : hi] * a
     Q -= S[..., lo, lo : hi - 1, None] * b
     return Q
@@ -294,8 +293,11 @@ class _WindowScan:
             if not _one_split_significant(seg, self.pvalue):
                 res = _QUIET
             else:
-                tau, q = _best_split(seg)
+                S = within_sums(seg[None, :])[0]
+                tau, q = _argmax_split(_q_from_sums(S, 0, L))
                 res = (tau, q, ttest(seg[:tau], seg[tau:])[4])
+                if full and res[2] <= self.pvalue:
+                    self.sums[start + self.offset] = S
             if full:
                 self.cache[start + self.offset] = res
             return res
