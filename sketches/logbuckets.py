@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import struct
+from array import array
 from bisect import bisect_right
 from typing import Sequence
 
@@ -30,6 +31,7 @@ _INF = math.inf
 _MAXF = 1.7976931348623157e308
 _MIN_BYTES = 64
 _MAX_BYTES = 1 << 24
+_BUF = 512  # buffered scalar updates: 4 KiB at most
 _log2 = math.log2
 _ceil = math.ceil
 
@@ -37,7 +39,7 @@ _ceil = math.ceil
 class LogBuckets:
     """Mergeable quantile sketch within ``max_bytes`` of serialized state."""
 
-    __slots__ = ("max_bytes", "scale", "zero", "pos", "neg", "count", "sum", "min", "max", "_f", "_limit", "_pd", "_nd")
+    __slots__ = ("max_bytes", "scale", "pos", "neg", "_zero", "_count", "_sum", "_min", "_max", "_f", "_limit", "_buf")
 
     def __init__(self, max_bytes: int = 1024, *, scale: int = MAX_SCALE) -> None:
         if not _MIN_BYTES <= max_bytes <= _MAX_BYTES:
@@ -45,17 +47,67 @@ class LogBuckets:
         LogMapping(scale)  # validates
         self.max_bytes = int(max_bytes)
         self.scale = scale
-        self.zero = 0
         self.pos = BucketStore()
         self.neg = BucketStore()
-        self._pd = self.pos.counts  # aliases for the hot path; stores mutate in place
-        self._nd = self.neg.counts
-        self.count = 0
-        self.sum = 0.0
-        self.min = _INF
-        self.max = -_INF
+        self._zero = 0
+        self._count = 0
+        self._sum = 0.0
+        self._min = _INF
+        self._max = -_INF
         self._f = math.ldexp(1.0, scale)
         self._limit = 64
+        self._buf = array("d")  # values from update() not yet bucketed (at most _BUF)
+
+    # Totals include buffered values: reading one flushes the buffer first.
+    @property
+    def count(self) -> int:
+        if self._buf:
+            self._flush()
+        return self._count
+
+    @count.setter
+    def count(self, n: int) -> None:
+        self._count = n
+
+    @property
+    def zero(self) -> int:
+        if self._buf:
+            self._flush()
+        return self._zero
+
+    @zero.setter
+    def zero(self, n: int) -> None:
+        self._zero = n
+
+    @property
+    def sum(self) -> float:
+        if self._buf:
+            self._flush()
+        return self._sum
+
+    @sum.setter
+    def sum(self, v: float) -> None:
+        self._sum = v
+
+    @property
+    def min(self) -> float:
+        if self._buf:
+            self._flush()
+        return self._min
+
+    @min.setter
+    def min(self, v: float) -> None:
+        self._min = v
+
+    @property
+    def max(self) -> float:
+        if self._buf:
+            self._flush()
+        return self._max
+
+    @max.setter
+    def max(self, v: float) -> None:
+        self._max = v
 
     @property
     def mapping(self) -> LogMapping:
@@ -63,86 +115,62 @@ class LogBuckets:
 
     # -- updates ---------------------------------------------------------
     def update(self, x: float) -> None:
-        """Add one value (pure-Python hot path: one log2, one dict update)."""
-        if 0.0 < x <= _MAXF:
-            i = _ceil(_log2(x) * self._f) - 1
-            try:
-                self._pd[i] += 1
-            except KeyError:
-                self._new_bucket(self._pd, i, x)
-                return
-        else:
-            self._update_other(x)
-            return
-        self.count += 1
-        self.sum += x
-        if x < self.min:  # min <= max once anything was added, so one test suffices
-            self.min = x
-        elif x > self.max:
-            self.max = x
-
-    def _new_bucket(self, d: dict[int, int], i: int, x: float) -> None:
-        d[i] = 1
-        self.count += 1
-        self.sum += x
-        if x < self.min:
-            self.min = x
-        if x > self.max:
-            self.max = x
-        if len(self._pd) + len(self._nd) > self._limit:
-            self._fit()
-
-    def _update_other(self, x: float) -> None:
-        if x == 0.0:
-            self.zero += 1
-        elif -_MAXF <= x < 0.0:
-            i = _ceil(_log2(-x) * self._f) - 1
-            d = self._nd
-            if i not in d:
-                self._new_bucket(d, i, x)
-                return
-            d[i] += 1
+        """Add one value. The hot path only validates and appends to a small float
+        buffer; buckets are counted a buffer at a time with numpy, so one value costs
+        about a list append and the scalar and batched paths bucket identically."""
+        if -_MAXF <= x <= _MAXF:  # false for nan and ±inf
+            b = self._buf
+            b.append(x)
+            if len(b) >= _BUF:
+                self._flush()
         else:
             raise ValueError(f"LogBuckets takes finite values, got {x!r}")
-        self.count += 1
-        self.sum += x
-        if x < self.min:
-            self.min = x
-        if x > self.max:
-            self.max = x
+
+    def _flush(self) -> None:
+        b = self._buf
+        self._buf = array("d")
+        self._add_array(np.frombuffer(b, dtype=np.float64))
 
     def update_many(self, values: np.ndarray | Sequence[float]) -> None:
         """Add many values at once (numpy: log2, ceil, bincount over the span)."""
         v = np.asarray(values, dtype=np.float64).ravel()
         if v.size == 0:
             return
-        lo, hi = float(v.min()), float(v.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = v.min(), v.max()
+        if not (-_MAXF <= lo and hi <= _MAXF):
             raise ValueError("LogBuckets takes finite values")  # nan propagates into min/max
+        self._add_array(v, float(lo), float(hi))
+
+    def _add_array(self, v: np.ndarray, lo: float | None = None, hi: float | None = None) -> None:
+        if lo is None or hi is None:
+            lo, hi = float(v.min()), float(v.max())
         if lo > 0.0:
             self._add_indices(self.pos, (np.ceil(np.log2(v) * self._f) - 1).astype(np.int64))
         else:
             p = v[v > 0.0]
             n = v[v < 0.0]
-            self.zero += int(v.size - p.size - n.size)
+            self._zero += int(v.size - p.size - n.size)
             if p.size:
                 self._add_indices(self.pos, (np.ceil(np.log2(p) * self._f) - 1).astype(np.int64))
             if n.size:  # (the positive side may have coarsened the scale: recompute at it)
                 self._add_indices(self.neg, (np.ceil(np.log2(-n) * self._f) - 1).astype(np.int64))
-        self.count += int(v.size)
-        with np.errstate(over="ignore", invalid="ignore"):
-            self.sum += float(v.sum())  # may overflow to inf, like a float running sum
-        self.min = min(self.min, lo)
-        self.max = max(self.max, hi)
-        if len(self._pd) + len(self._nd) > self._limit:
+        self._count += int(v.size)
+        if -1e300 < lo and hi < 1e300:
+            self._sum += float(v.sum())
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):
+                self._sum += float(v.sum())  # may overflow to inf, like a float running sum
+        if lo < self._min:
+            self._min = lo
+        if hi > self._max:
+            self._max = hi
+        if self.pos.arr.size + self.neg.arr.size > self._limit:
             self._fit()
 
     def _add_indices(self, store: BucketStore, idx: np.ndarray) -> None:
         # A span wider than the budget's bits can never fit (each bucket costs >= 1 bit),
         # so coarsen before counting: bounds the bincount whatever the data.
         lo, hi = int(idx.min()), int(idx.max())
-        if store.counts:
-            lo, hi = min(lo, min(store.counts)), max(hi, max(store.counts))
         by = 0
         while (hi >> by) - (lo >> by) >= 8 * self.max_bytes and self.scale - by > MIN_SCALE:
             by += 1
@@ -169,17 +197,15 @@ class LogBuckets:
         by = min(by, self.scale - MIN_SCALE)
         if by <= 0:
             return
-        for store in (self.pos, self.neg):
-            new = BucketStore()
-            new.counts = store.counts
-            new.downscale(by)
-            store.counts.clear()
-            store.counts.update(new.counts)
+        self.pos.downscale(by)
+        self.neg.downscale(by)
         self.scale -= by
         self._f = math.ldexp(1.0, self.scale)
 
     def _fit(self) -> None:
         """Lower the scale until the serialized state fits (finest scale that fits)."""
+        if self._buf:
+            self._flush()
         bits = 8 * self.max_bytes
         while self.scale > MIN_SCALE and self.pos.span() + self.neg.span() > bits:
             self._downscale(1)  # every bucket in the span costs at least one bit
@@ -187,8 +213,8 @@ class LogBuckets:
             self._downscale(1)
         while self.scale > MIN_SCALE and self.encoded_size() > self.max_bytes:
             self._downscale(1)
-        n = len(self.pos) + len(self.neg)
-        self._limit = min(n + n // 4 + 16, 8 * self.max_bytes)
+        # Re-check once the in-memory arrays double: bounded memory, O(log) re-fits.
+        self._limit = 2 * (self.pos.arr.size + self.neg.arr.size) + 256
 
 
     # -- queries ---------------------------------------------------------
@@ -207,11 +233,11 @@ class LogBuckets:
         m = self.mapping
         # Buckets in value order as (count, lo, hi); zero is a point bucket.
         buckets: list[tuple[int, float, float]] = []
-        for i, c in sorted(self.neg.counts.items(), reverse=True):
+        for i, c in reversed(self.neg.items()):
             buckets.append((c, -m.upper(i), -m.lower(i)))
         if self.zero:
             buckets.append((self.zero, 0.0, 0.0))
-        for i, c in sorted(self.pos.counts.items()):
+        for i, c in self.pos.items():
             buckets.append((c, m.lower(i), m.upper(i)))
         cum = np.cumsum([b[0] for b in buckets]).tolist()
         lo_v, hi_v = self.min, self.max
@@ -322,19 +348,19 @@ class LogBuckets:
             # sum may legitimately have overflowed to inf (or nan); min and max may not.
             if not (math.isfinite(s.min) and math.isfinite(s.max) and s.min <= s.max):
                 raise SketchDecodeError("invalid min/max")
-        s.pos.counts.update(BucketStore.decode(r).counts)
-        s.neg.counts.update(BucketStore.decode(r).counts)
+        s.pos = BucketStore.decode(r)
+        s.neg = BucketStore.decode(r)
         r.end()
         if s.zero + s.pos.total() + s.neg.total() != s.count:
             raise SketchDecodeError("bucket counts do not add up to the count")
         if s.count:
             m = s.mapping
-            lo_ok = (s.min < 0 and s.neg.counts) or (s.min == 0 and s.zero) or (s.min > 0 and s.min <= m.upper(min(s.pos.counts)))
-            hi_ok = (s.max > 0 and s.pos.counts) or (s.max == 0 and s.zero) or (s.max < 0 and -s.max <= m.upper(min(s.neg.counts)))
+            pb, nb = s.pos.bounds(), s.neg.bounds()
+            lo_ok = (s.min < 0 and nb) or (s.min == 0 and s.zero) or (s.min > 0 and pb and s.min <= m.upper(pb[0]))
+            hi_ok = (s.max > 0 and pb) or (s.max == 0 and s.zero) or (s.max < 0 and nb and -s.max <= m.upper(nb[0]))
             if not (lo_ok and hi_ok):
                 raise SketchDecodeError("min/max inconsistent with the buckets")
-        n = len(s.pos) + len(s.neg)
-        s._limit = min(n + n // 4 + 16, 8 * max_bytes)
+        s._limit = 2 * (s.pos.arr.size + s.neg.arr.size) + 256
         return s
 
     def __repr__(self) -> str:

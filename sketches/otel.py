@@ -89,7 +89,8 @@ def to_otel(s: LogBuckets) -> ExponentialHistogramDataPoint:
 def _store_from(counts: dict[int, int], shift: int) -> BucketStore:
     st = BucketStore()
     for i, c in counts.items():
-        st.add(i >> shift, c)
+        if c:
+            st.add(i >> shift, c)
     return st
 
 
@@ -109,14 +110,15 @@ def _finish(s: LogBuckets, count: int, total: float, lo: float | None, hi: float
     s.sum = float(total)
     if n:
         m = s.mapping
-        cand_lo = [-m.upper(max(s.neg.counts))] if s.neg.counts else []
-        cand_hi = [-m.lower(min(s.neg.counts))] if s.neg.counts else []
+        pb, nb = s.pos.bounds(), s.neg.bounds()
+        cand_lo = [-m.upper(nb[1])] if nb else []
+        cand_hi = [-m.lower(nb[0])] if nb else []
         if s.zero:
             cand_lo.append(0.0)
             cand_hi.append(0.0)
-        if s.pos.counts:
-            cand_lo.append(m.lower(min(s.pos.counts)))
-            cand_hi.append(m.upper(max(s.pos.counts)))
+        if pb:
+            cand_lo.append(m.lower(pb[0]))
+            cand_hi.append(m.upper(pb[1]))
         s.min = float(lo) if lo is not None else min(cand_lo)
         s.max = float(hi) if hi is not None else max(cand_hi)
         if not (math.isfinite(s.min) and math.isfinite(s.max) and s.min <= s.max):
@@ -138,7 +140,7 @@ def from_otel(dp: ExponentialHistogramDataPoint, max_bytes: int = 1024) -> LogBu
     for side, b in ((s.pos, dp.positive), (s.neg, dp.negative)):
         _check_counts(b.bucket_counts)
         st = _store_from({b.offset + k: c for k, c in enumerate(b.bucket_counts) if c}, shift)
-        side.counts.update(st.counts)
+        side.merge(st)
     return _finish(s, dp.count, dp.sum, dp.min, dp.max)
 
 
@@ -172,7 +174,8 @@ def to_prometheus(s: LogBuckets) -> PromNativeHistogram:
     shift = s.scale - schema
     out = {}
     for name, store in (("positive", s.pos), ("negative", s.neg)):
-        st = _store_from(store.counts, shift)
+        st = BucketStore()
+        st.merge(store, shift)
         off, dense = st.dense()
         out[name] = _spans(off + 1, dense)  # Prometheus index = OpenTelemetry index + 1
     return PromNativeHistogram(
@@ -217,7 +220,7 @@ def from_prometheus(h: PromNativeHistogram, max_bytes: int = 1024) -> LogBuckets
     if h.zero_count < 0:
         raise ValueError("negative zero_count")
     s.zero = int(h.zero_count)
-    s.pos.counts.update(_unspan(h.positive_spans, h.positive_deltas))
-    s.neg.counts.update(_unspan(h.negative_spans, h.negative_deltas))
+    s.pos.update(_unspan(h.positive_spans, h.positive_deltas))
+    s.neg.update(_unspan(h.negative_spans, h.negative_deltas))
     return _finish(s, h.count, h.sum, None, None)
 

@@ -80,7 +80,7 @@ def test_high_otel_scale_is_merged_down_exactly():
     )
     s = from_otel(dp)
     assert s.scale <= 12 and s.count == 3
-    assert list(s.pos.counts.values()) == [3]
+    assert [c for _, c in s.pos.items()] == [3]
 
 
 def test_scales_above_prometheus_are_exported_at_schema_8():
