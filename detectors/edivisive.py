@@ -492,6 +492,8 @@ def merge_change_points(
     memo = {} if memo is None else memo
 
     def make(i: int, lo: int, hi: int, qhat: float) -> ChangePoint:
+        if hi == n:  # the open tail segment changes with every new point: not worth keeping
+            return _make_cp(i, x, lo, hi, qhat)
         key = (lo + offset, i + offset, hi + offset)
         cp = memo.get(key)
         if cp is None or cp.qhat != qhat:

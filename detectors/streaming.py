@@ -15,6 +15,7 @@ retraction with the same id is emitted, and that id is never reported again.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import replace
 from typing import Sequence
@@ -88,7 +89,7 @@ class StreamingEDivisive:
 
     def update(self, value: float, t: float | None = None) -> list[StreamEvent]:
         v = float(value)
-        if not np.isfinite(v):
+        if not math.isfinite(v):
             raise ValueError("value must be finite")
         tt = float(self._n if t is None else t)
         # Values live in a flat buffer [lo, hi) that is compacted now and then, so the
