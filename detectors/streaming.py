@@ -15,6 +15,7 @@ retraction with the same id is emitted, and that id is never reported again.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from dataclasses import replace
@@ -113,15 +114,17 @@ class StreamingEDivisive:
                 self._cache.evict_before(new_start)
                 for k in [k for k in self._memo if k[0] < new_start]:
                     del self._memo[k]
+        self._recompute()
+        return self._decide()
+
+    def _recompute(self) -> None:
         x = self._buf[self._lo : self._hi]
         off = self._start
         weak = split_weak(x, self.window, self._first_p, off, self._cache)
-        merged = merge_change_points(
+        self._current = merge_change_points(
             x, list(weak), self.max_pvalue, self.min_magnitude, self.otava_quirk, weak, off, self._memo
         )
-        self._current = merged
         self._offset = off
-        return self._decide()
 
     def _decide(self) -> list[StreamEvent]:
         out: list[StreamEvent] = []
@@ -156,3 +159,86 @@ class StreamingEDivisive:
         for v in values:
             out += self.update(v)
         return out
+
+    # ------------------------------------------------------------------ state
+
+    def to_bytes(self) -> bytes:
+        """Version byte, then JSON of config, history and reporting state. Caches are
+        derived and rebuilt, so a restored detector continues identically."""
+        state = {
+            "config": [self.history, self.window, self.max_pvalue, self.min_magnitude, self.min_after, self.min_before, self.otava_quirk],
+            "n": self._n,
+            "start": self._start,
+            "values": self._buf[self._lo : self._hi].tolist(),
+            "times": list(self._times),
+            "confirmed": [[i, ev.t, *_cp_fields(ev.change)] for i, ev in sorted(self._confirmed.items())],
+            "done": list(self._done),
+        }
+        return bytes([_VERSION]) + json.dumps(state, separators=(",", ":"), allow_nan=True).encode()
+
+    @classmethod
+    def from_bytes(cls, b: bytes) -> "StreamingEDivisive":
+        """Inverse of ``to_bytes``; ``ValueError`` on anything malformed."""
+        if not isinstance(b, (bytes, bytearray, memoryview)):
+            raise ValueError("expected bytes")
+        b = bytes(b)
+        if len(b) < 2 or len(b) > _MAX_BYTES:
+            raise ValueError("bad length")
+        if b[0] != _VERSION:
+            raise ValueError(f"unsupported version {b[0]}")
+        try:
+            st = json.loads(b[1:].decode("utf-8"))
+            h, w, p, mm, ma, mb, q = st["config"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w, ma, mb)) or not isinstance(q, bool):
+                raise ValueError("bad config types")
+            if h > 1_000_000:
+                raise ValueError("history too large")
+            d = cls(history=h, window=w, max_pvalue=float(p), min_magnitude=float(mm), min_after=ma, min_before=mb, otava_quirk=q)
+            n, start = st["n"], st["start"]
+            values, times = st["values"], st["times"]
+            if not (isinstance(n, int) and isinstance(start, int) and isinstance(values, list) and isinstance(times, list)):
+                raise ValueError("bad state types")
+            if not (0 <= start <= n and len(values) == len(times) == n - start <= d.history + d.step):
+                raise ValueError("inconsistent history")
+            if start % d.step or (n > d.history and start != ((n - d.history) // d.step) * d.step) or (n <= d.history and start):
+                raise ValueError("history start off the step grid")
+            vals = [float(v) for v in values]
+            ts = [float(t) for t in times]
+            if not all(math.isfinite(v) for v in vals):
+                raise ValueError("non-finite value")
+            d._n, d._start = n, start
+            d._buf[: len(vals)] = vals
+            d._lo, d._hi = 0, len(vals)
+            d._times.extend(ts)
+            done = st["done"]
+            if not isinstance(done, list) or len(done) > (d._done.maxlen or 0):
+                raise ValueError("bad done list")
+            for i in done:
+                if not isinstance(i, int) or not 0 <= i < n:
+                    raise ValueError("bad id")
+                d._done.append(i)
+                d._done_set.add(i)
+            conf = st["confirmed"]
+            if not isinstance(conf, list) or len(conf) > d.history + d.step:
+                raise ValueError("bad confirmed list")
+            for row in conf:
+                if not isinstance(row, list) or len(row) != 10 or not isinstance(row[0], int) or not start <= row[0] < n:
+                    raise ValueError("bad confirmed entry")
+                i = row[0]
+                cp = ChangePoint(i, *(float(v) for v in row[2:10]))
+                d._confirmed[i] = StreamEvent("shift", f"cp-{i}", i, float(row[1]), cp)
+            if d._hi:
+                d._recompute()
+            return d
+        except ValueError:
+            raise
+        except (KeyError, TypeError, AttributeError, IndexError, UnicodeDecodeError, OverflowError, RecursionError) as e:
+            raise ValueError(f"malformed detector state: {e}") from None
+
+
+_VERSION = 1
+_MAX_BYTES = 16 << 20
+
+
+def _cp_fields(c: ChangePoint) -> list[float]:
+    return [c.pvalue, c.mean_before, c.mean_after, c.std_before, c.std_after, c.relative_change, c.magnitude, c.qhat]

@@ -91,3 +91,42 @@ def test_rejects_non_finite():
         StreamingEDivisive().update(float("inf"))
     with pytest.raises(ValueError):
         StreamingEDivisive(history=10, window=50)
+
+
+def test_state_round_trip_continues_identically():
+    x, _ = steps(700, seed=6)
+    ref = StreamingEDivisive(history=200)
+    ref_ev = [(i, e) for i, v in enumerate(x) for e in ref.update(v, float(i))]
+    s = StreamingEDivisive(history=200)
+    got = []
+    for i, v in enumerate(x):
+        if i % 97 == 5:
+            b = s.to_bytes()
+            assert b[0] == 1
+            s = StreamingEDivisive.from_bytes(b)
+            assert s.to_bytes() == b
+        got += [(i, e) for e in s.update(v, float(i))]
+    assert got == ref_ev
+
+
+def test_from_bytes_rejects_garbage():
+    from hypothesis import given, settings, strategies as st
+
+    s = StreamingEDivisive(history=60, window=20)
+    s.extend(np.random.default_rng(0).normal(size=90))
+    good = s.to_bytes()
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.integers(0, 10_000), st.integers(0, 255))
+    def corrupt(pos, byte):
+        b = bytearray(good)
+        b[pos % len(b)] = byte
+        try:
+            StreamingEDivisive.from_bytes(bytes(b))
+        except ValueError:
+            pass
+
+    corrupt()
+    for bad in (b"", b"\x02{}", b"\x01not json", b"\x01[]", b"\x01{}"):
+        with pytest.raises(ValueError):
+            StreamingEDivisive.from_bytes(bad)
