@@ -186,3 +186,37 @@ def test_merge_of_different_scales_is_exact():
     assert a + b == _sketch(np.concatenate([narrow, wide]), 512)
     with pytest.raises(TypeError):
         a.merge(object())  # type: ignore[arg-type]
+
+
+def test_memory_stays_bounded_under_scalar_updates_of_wide_data():
+    rng = np.random.default_rng(2)
+    s = LogBuckets(1024)
+    for x in (rng.lognormal(0, 20, 50_000) * rng.choice([-1.0, 1.0], 50_000)).tolist():
+        s.update(x)
+    # in-memory arrays never exceed a small multiple of the budget's bits
+    assert s.pos.arr.size + s.neg.arr.size <= 4 * 8 * 1024
+    assert len(s.to_bytes()) <= 1024 and s.count == 50_000
+
+
+def test_buffered_scalar_updates_are_visible_immediately():
+    s = LogBuckets()
+    s.update(3.0)
+    s.update(0.0)
+    s.update(-2.0)
+    assert (s.count, s.zero, s.min, s.max) == (3, 1, -2.0, 3.0)
+    assert s.sum == pytest.approx(1.0)
+    assert s.quantile(1.0) == 3.0 and s.quantile(0.0) == -2.0
+    t = LogBuckets.from_bytes(s.to_bytes())
+    assert t == s
+
+
+def test_integer_millisecond_data_with_zeros_and_repeats():
+    rng = np.random.default_rng(9)
+    ms = np.round(rng.lognormal(np.log(20.0), 1.0, 200_000))
+    ms[rng.random(ms.size) < 0.3] = 0.0
+    ms[rng.random(ms.size) < 0.05] = 250.0
+    v = ms / 1000.0
+    s = _sketch(v, 1024)
+    qs = [0.5, 0.9, 0.99, 0.999]
+    rel = np.abs(s.quantiles(qs) / np.quantile(v, qs) - 1)
+    assert rel.max() < 0.01, rel
