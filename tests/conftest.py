@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kafka_broker import BrokerError, KafkaBroker  # noqa: E402
 
+# ---- Kafka broker harness (owner: broker harness; other fixtures go below the END marker) ----
+
 _BROKER: dict[str, object] = {}
 
 
@@ -49,3 +51,6 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"kafka broker: Apache Kafka 3.9.1 (KRaft) on {broker.bootstrap}, started in {broker.startup_seconds:.1f} s")
     elif "error" in _BROKER:
         terminalreporter.write_line(f"kafka broker: FAILED to start: {_BROKER['error']}")
+
+
+# ---- END Kafka broker harness ----

@@ -6,11 +6,13 @@ the pom, so a pom change refetches. Also a script:
 
     python tests/kafka_broker.py fetch      # download the jars (what `make test` does first)
     python tests/kafka_broker.py start      # run a broker in the foreground until Ctrl-C
+    python tests/kafka_broker.py stop       # SIGTERM the broker that `start` left running
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import os
 import shutil
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +43,9 @@ def cache_dir() -> Path:
 def fetch_jars() -> Path:
     """The directory of broker jars, downloading them with Maven on first use."""
     target = cache_dir()
-    if (target / ".complete").exists():
+    if (target / ".complete").exists() and any(target.glob("kafka_2.13-*.jar")):
         return target
+    shutil.rmtree(target, ignore_errors=True)  # a partial or damaged cache entry
     mvn = shutil.which("mvn")
     if mvn is None:
         raise BrokerError("Maven (mvn) is not installed: it is needed to fetch the Kafka broker jars")
@@ -60,10 +64,36 @@ def fetch_jars() -> Path:
     return target
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports (all sockets held open together, so no duplicates)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+_LIVE: "weakref.WeakSet[KafkaBroker]" = weakref.WeakSet()
+
+
+def _kill_pg(proc: "subprocess.Popen[bytes]") -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+@atexit.register
+def _kill_all() -> None:
+    """No JVM outlives the Python process that started it."""
+    for b in list(_LIVE):
+        if b.proc is not None:
+            _kill_pg(b.proc)
 
 
 class KafkaBroker:
@@ -71,8 +101,7 @@ class KafkaBroker:
 
     def __init__(self, workdir: Path | None = None, fast_jit: bool = True, heap: str = "512m") -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="shiftwatch-kafka-"))
-        self.port = _free_port()
-        self.controller_port = _free_port()
+        self.port, self.controller_port = _free_ports(2)
         self.fast_jit = fast_jit
         self.heap = heap
         self.proc: subprocess.Popen[bytes] | None = None
@@ -146,6 +175,9 @@ class KafkaBroker:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self._java("kafka.Kafka", str(props)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
+        _LIVE.add(self)
+        weakref.finalize(self, _kill_pg, self.proc)
+        (self.workdir / "broker.pid").write_text(f"{self.proc.pid}\n")
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -224,9 +256,25 @@ def main(argv: list[str]) -> int:
         path = fetch_jars()
         print(f"kafka broker jars: {path} ({len(list(path.glob('*.jar')))} jars, {time.monotonic() - t:.1f} s)")
         return 0
+    state = Path(os.environ.get("SHIFTWATCH_CACHE", Path.home() / ".cache" / "shiftwatch")) / "manual-broker.pid"
+    if cmd == "stop":
+        try:
+            pid = int(state.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            print("no broker started by `kafka_broker.py start` is recorded")
+            return 1
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            print(f"sent SIGTERM to broker process group {pid}")
+        except ProcessLookupError:
+            print(f"broker {pid} is not running")
+        state.unlink(missing_ok=True)
+        return 0
     if cmd == "start":
         b = KafkaBroker().start()
-        print(f"kafka broker on {b.bootstrap} (started in {b.startup_seconds:.1f} s); Ctrl-C stops it", flush=True)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(f"{b.proc.pid} {b.bootstrap}\n" if b.proc else "")
+        print(f"kafka broker on {b.bootstrap} (started in {b.startup_seconds:.1f} s); Ctrl-C or `stop` ends it", flush=True)
         try:
             while b.proc and b.proc.poll() is None:
                 time.sleep(1)
@@ -234,6 +282,7 @@ def main(argv: list[str]) -> int:
             pass
         finally:
             b.cleanup()
+            state.unlink(missing_ok=True)
         return 0
     print(__doc__)
     return 2

@@ -39,7 +39,9 @@ def test_round_trip_on_four_partitions(kafka_broker):
     kafka_broker.create_topic("rt", 4)
     asyncio.run(_produce(kafka_broker.bootstrap, "rt", 1000))
     recs = asyncio.run(_consume(kafka_broker.bootstrap, "rt", 1000, "g1"))
+    assert len(recs) == 1000
     assert sorted(r.value for r in recs) == sorted(f"v{i}".encode() for i in range(1000))
+    assert all(r.key == f"k{int(r.value[1:]) % 31}".encode() for r in recs)
     assert {r.partition for r in recs} == {0, 1, 2, 3}
     # A key always lands in one partition.
     by_key: dict[bytes, set[int]] = {}
