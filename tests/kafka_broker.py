@@ -167,8 +167,12 @@ class KafkaBroker:
         props = self._properties()
         t0 = time.monotonic()
         if not self._formatted:
-            cluster = __import__("base64").urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            r = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props)), capture_output=True, text=True, timeout=120)
+            # Kafka's own Uuid.randomUuid never starts with '-' (argparse would read it as an
+            # option: "argument --cluster-id/-t: expected one argument", 1 start in 64).
+            cluster = "-"
+            while cluster.startswith("-"):
+                cluster = __import__("base64").urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            r = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster}", "-c", str(props)), capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 raise BrokerError(f"kafka.tools.StorageTool format failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
             self._formatted = True
