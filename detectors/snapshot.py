@@ -164,7 +164,11 @@ class SnapshotShiftDetector:
     def _detect(self) -> ShiftDecision | None:
         idx, ts, ns, logs = self._arrays(self._base)
         n = len(idx)
-        if n < self.min_before + self.min_after:
+        # A regime that starts at a reported shift has a known start: it needs only
+        # min_after snapshots of its own before the next change (a short regression
+        # followed by its fix).
+        min_before = self.min_after if self._base in self._reported else self.min_before
+        if n < min_before + self.min_after:
             return None
         # Cheap screen: the newest snapshots must differ from the rest on some metric.
         tail = logs[-self.min_after :]
@@ -185,7 +189,7 @@ class SnapshotShiftDetector:
                     cands.setdefault(c, []).append(-1 - j)  # veto mark
         best: tuple[float, int, list[tuple[MetricChange, float]]] | None = None
         for c, who in sorted(cands.items()):
-            if c < self.min_before or n - c < self.min_after:
+            if c < min_before or n - c < self.min_after:
                 continue
             if int(idx[c]) in self._reported:
                 continue

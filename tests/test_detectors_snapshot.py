@@ -141,3 +141,15 @@ def test_missing_or_non_finite_metrics_are_skipped():
     assert d.update(0.0, {"p50": 0.01}, 100) == []
     assert d.update(1.0, {"p50": float("nan"), "p90": 1.0, "p99": 1.0}, 100) == []
     assert SnapshotShiftDetector.from_bytes(d.to_bytes()).to_bytes() == d.to_bytes()
+
+
+@pytest.mark.parametrize("length", [6, 8])
+def test_a_short_regression_and_its_fix_are_both_reported(length):
+    base = snapshots(40, seed=11)
+    bad = snapshots(length, shift_at=0, seed=12)
+    after = snapshots(30, seed=13)
+    snaps = [(1_763_800_000.0 + 30.0 * i, v, c) for i, (_, v, c) in enumerate(base + bad + after)]
+    got = run(SnapshotShiftDetector(), snaps)
+    kinds = [(d.kind, d.direction, d.index) for _, d in got]
+    assert [k[:2] for k in kinds] == [("shift", "regression"), ("shift", "improvement")], kinds
+    assert abs(kinds[0][2] - 40) <= 1 and abs(kinds[1][2] - (40 + length)) <= 1
