@@ -305,7 +305,7 @@ class _WindowScan:
         # change point pushes the next start); batch them.
         last = n - self.window
         # Batch size follows how many speculated windows the last batch served.
-        size = min(128, max(8, 2 * self.hits))
+        size = min(32, max(8, 2 * self.hits))
         self.hits = 0
         starts = np.arange(start, last + 1, self.step)[:size]
         idx = starts[:, None] + np.arange(self.window)[None, :]
@@ -363,6 +363,48 @@ def _intervals(cps: list[int], n: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1) if bounds[i] != bounds[i + 1]]
 
 
+@lru_cache(maxsize=1024)
+def _t_crit_sq(df: int, pvalue: float) -> float:
+    t = float(stdtrit(df, 1.0 - pvalue / 2.0))
+    return t * t
+
+
+class _PrefixStats:
+    """Prefix sums of one window for quick t-test decisions on its splits; the exact
+    test decides whenever the quick one is within rounding of the threshold."""
+
+    __slots__ = ("seg", "c1", "c2", "tiny")
+
+    def __init__(self, seg: np.ndarray) -> None:
+        self.seg = seg
+        y = seg - float(seg.sum()) / len(seg)
+        self.c1 = [0.0, *np.cumsum(y).tolist()]
+        self.c2 = [0.0, *np.cumsum(y * y).tolist()]
+        top = float(np.abs(seg).max())
+        self.tiny = 1e-20 * top * top
+
+    def significant(self, lo: int, idx: int, hi: int, pvalue: float) -> bool:
+        n1, n2 = idx - lo, hi - idx
+        if n1 + n2 <= 2:
+            return 1.0 <= pvalue
+        c1, c2 = self.c1, self.c2
+        s1, s2 = c1[idx] - c1[lo], c1[hi] - c1[idx]
+        m1, m2 = s1 / n1, s2 / n2
+        v1 = (c2[idx] - c2[lo]) / n1 - m1 * m1
+        v2 = (c2[hi] - c2[idx]) / n2 - m2 * m2
+        df = n1 + n2 - 2
+        svar = ((n1 - 1) * v1 + (n2 - 1) * v2) / df
+        if svar > self.tiny and min(v1 if n1 > 1 else math.inf, v2 if n2 > 1 else math.inf) > self.tiny:
+            t2 = (m1 - m2) ** 2 / (svar * (1.0 / n1 + 1.0 / n2))
+            crit = _t_crit_sq(df, pvalue)
+            if t2 > crit * (1.0 + 1e-6):
+                return True
+            if t2 < crit * (1.0 - 1e-6):
+                return False
+        seg = self.seg
+        return ttest(seg[lo:idx], seg[idx:hi])[4] <= pvalue
+
+
 def _divisive_window(
     seg: np.ndarray, pvalue: float, first: tuple[int, float, float] | None, S: np.ndarray | None = None
 ) -> list[tuple[int, float]]:
@@ -375,6 +417,7 @@ def _divisive_window(
         cand[(0, n)] = (first[0], first[1])
     pv_first = None if first is None else first[2]
     # S: within sums of the window, shared by all sub-intervals (computed lazily).
+    sums: _PrefixStats | None = None
     while True:
         best: tuple[float, int, int, int] | None = None
         for lo, hi in _intervals(cps, n):
@@ -392,10 +435,12 @@ def _divisive_window(
             break
         q, idx, lo, hi = best
         if pv_first is not None and (lo, hi) == (0, n):
-            p = pv_first
+            significant = pv_first <= pvalue
         else:
-            p = ttest(seg[lo:idx], seg[idx:hi])[4]
-        if p <= pvalue:
+            if sums is None:
+                sums = _PrefixStats(seg)
+            significant = sums.significant(lo, idx, hi, pvalue)
+        if significant:
             cps.append(idx)
             cps.sort()
             qs[idx] = q

@@ -155,3 +155,24 @@ def test_invalid_input_is_rejected():
         EDivisive(window=1)
     with pytest.raises(ValueError):
         EDivisive().detect([1.0, float("nan"), 2.0])
+
+
+def test_random_series_match_installed_otava():
+    """Beyond the 13 shared series: random step series (real-valued, so no exact ties
+    in the divergence), random parameters, against the installed Otava when present."""
+    otava = pytest.importorskip("otava.analysis")
+    import warnings
+
+    for seed in range(40):
+        rng = np.random.default_rng(1000 + seed)
+        n = int(rng.integers(20, 400))
+        x = rng.normal(100, rng.uniform(0.5, 5), n)
+        for a in sorted(rng.integers(3, n - 3, rng.integers(0, 6))):
+            x[a:] += rng.normal(0, 4)
+        w = int(rng.choice([10, 30, 50]))
+        p = float(rng.choice([1e-4, 1e-3, 1e-2, 0.1]))
+        mm = float(rng.choice([0.0, 0.02]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = [int(c.index) for c in otava.compute_change_points(list(map(float, x)), w, p, mm)[0]]
+        assert [c.index for c in EDivisive(w, p, mm).detect(x)] == want, (seed, w, p, mm)
