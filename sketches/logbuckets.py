@@ -35,7 +35,12 @@ from .store import BucketStore
 
 __all__ = ["LogBuckets"]
 
-_VERSION = 2
+_VERSION = 3
+# Decimal lattice: the largest 10**e (e in [_QMIN, _QMAX]) dividing every value, or
+# _QNONE. Integer-millisecond latencies in seconds sit on 10**-3; quantiles snap to it.
+_QMAX = 3
+_QMIN = -9
+_QNONE = -128
 _F3 = struct.Struct("<3d")
 _INF = math.inf
 _MAXF = 1.7976931348623157e308
@@ -46,10 +51,28 @@ _log2 = math.log2
 _ceil = math.ceil
 
 
+def _on_lattice(v: np.ndarray, e: int) -> bool:
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, never "on"
+        r = v * 10.0**-e
+        k = np.rint(r)
+        # a non-zero value must be a non-zero multiple (0.001 is not "0 × 1000")
+        return bool(((np.abs(r - k) <= 1e-6) & ((k != 0) | (v == 0))).all())
+
+
+def _lattice_exp(v: np.ndarray, e: int) -> int:
+    """Largest exponent <= ``e`` with every value a multiple of 10**exponent."""
+    head = v[:64]
+    while e >= _QMIN:
+        if _on_lattice(head, e) and _on_lattice(v, e):
+            return e
+        e -= 1
+    return _QNONE
+
+
 class LogBuckets:
     """Mergeable quantile sketch within ``max_bytes`` of serialized state."""
 
-    __slots__ = ("max_bytes", "scale", "pos", "neg", "_zero", "_count", "_sum", "_min", "_max", "_f", "_limit", "_buf")
+    __slots__ = ("max_bytes", "scale", "pos", "neg", "_zero", "_count", "_sum", "_min", "_max", "_f", "_limit", "_buf", "_qexp")
 
     def __init__(self, max_bytes: int = 1024, *, scale: int = MAX_SCALE) -> None:
         if not _MIN_BYTES <= max_bytes <= _MAX_BYTES:
@@ -67,6 +90,16 @@ class LogBuckets:
         self._f = math.ldexp(1.0, scale)
         self._limit = 64
         self._buf = array("d")  # values from update() not yet bucketed (at most _BUF)
+        self._qexp = _QMAX  # vacuously true while empty; merge takes the min
+
+    @property
+    def quantum(self) -> float | None:
+        """The decimal step every value so far is a multiple of (e.g. 0.001), if any."""
+        if self._buf:
+            self._flush()
+        if self._qexp == _QNONE:
+            return None
+        return 10.0**self._qexp
 
     # Totals include buffered values: reading one flushes the buffer first.
     @property
@@ -164,6 +197,8 @@ class LogBuckets:
                 self._add_indices(self.pos, (np.ceil(np.log2(p) * self._f) - 1).astype(np.int64))
             if n.size:  # (the positive side may have coarsened the scale: recompute at it)
                 self._add_indices(self.neg, (np.ceil(np.log2(-n) * self._f) - 1).astype(np.int64))
+        if self._qexp != _QNONE:
+            self._qexp = _lattice_exp(v, self._qexp)
         self._count += int(v.size)
         if -1e300 < lo and hi < 1e300:
             self._sum += float(v.sum())
@@ -196,6 +231,7 @@ class LogBuckets:
         put_svarint(out, self.scale)
         put_uvarint(out, self.count)
         put_uvarint(out, self.zero)
+        put_svarint(out, self._qexp)
         if self.count:
             out += _F3.pack(self.min, self.max, self.sum)
         return out
@@ -251,12 +287,15 @@ class LogBuckets:
             buckets.append((c, m.lower(i), m.upper(i)))
         cum = np.cumsum([b[0] for b in buckets]).tolist()
         lo_v, hi_v = self.min, self.max
+        e = self._qexp
+        units = 10.0 ** -e if e != _QNONE else 0.0  # lattice points per unit value
 
         def order_stat(k: int) -> float:
             """Estimate of the k-th smallest value (0-based)."""
             j = bisect_right(cum, k)
             j = min(j, len(buckets) - 1)
             c, lo, hi = buckets[j]
+            blo, bhi = lo, hi
             # An edge holding the exact min or max anchors the first or last item on it.
             a = 0.0 if lo <= lo_v else 0.5
             b = 0.0 if hi >= hi_v else 0.5
@@ -274,7 +313,21 @@ class LogBuckets:
                 v = -math.exp(math.log(-hi) + (1.0 - frac) * (math.log(-lo) - math.log(-hi)))
             else:
                 v = lo + (hi - lo) * frac
-            return min(max(v, lo_v), hi_v)
+            v = min(max(v, lo_v), hi_v)
+            if units and blo != bhi and abs(blo) * units < 4e15 and abs(bhi) * units < 4e15:
+                # On a lattice the answer is a lattice point of this bucket: snap to the
+                # nearest one ((lo, hi] for positive buckets, [lo, hi) for negative ones).
+                t = 1e-9
+                if blo >= 0.0:
+                    k_lo, k_hi = math.floor(blo * units + t) + 1, math.floor(bhi * units + t)
+                else:
+                    k_lo, k_hi = math.ceil(blo * units - t), math.ceil(bhi * units - t) - 1
+                k_lo = max(k_lo, math.ceil(lo_v * units - t))
+                k_hi = min(k_hi, math.floor(hi_v * units + t))
+                if k_lo <= k_hi:
+                    kk = min(max(round(v * units), k_lo), k_hi)
+                    v = min(max(kk / units, lo_v), hi_v)
+            return v
 
         n1 = self.count - 1
         for k, q in enumerate(qa.tolist()):
@@ -305,6 +358,7 @@ class LogBuckets:
         self.sum += other.sum
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
+        self._qexp = min(self._qexp, other._qexp)
         self._fit()
 
     def __add__(self, other: "LogBuckets") -> "LogBuckets":
@@ -324,8 +378,8 @@ class LogBuckets:
             return NotImplemented
         self._fit()
         other._fit()
-        return (self.scale, self.zero, self.count, self.min, self.max) == (
-            other.scale, other.zero, other.count, other.min, other.max
+        return (self.scale, self.zero, self.count, self.min, self.max, self._qexp) == (
+            other.scale, other.zero, other.count, other.min, other.max, other._qexp
         ) and self.pos == other.pos and self.neg == other.neg
 
     __hash__ = None  # type: ignore[assignment]
@@ -353,6 +407,9 @@ class LogBuckets:
         s = cls(max_bytes, scale=scale)
         s.count = r.uvarint(limit=1 << 62)
         s.zero = r.uvarint(limit=1 << 62)
+        s._qexp = r.svarint()
+        if s._qexp != _QNONE and not _QMIN <= s._qexp <= _QMAX:
+            raise SketchDecodeError("bad lattice exponent")
         if s.count:
             s.min, s.max, s.sum = _F3.unpack(r.take(_F3.size))
             # sum may legitimately have overflowed to inf (or nan); min and max may not.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .logbuckets import LogBuckets
+from .logbuckets import _QNONE, LogBuckets
 from .mapping import MAX_SCALE, MIN_SCALE
 from .store import BucketStore
 
@@ -108,6 +108,7 @@ def _finish(s: LogBuckets, count: int, total: float, lo: float | None, hi: float
         raise ValueError(f"count {count} does not match the buckets ({n})")
     s.count = n
     s.sum = float(total)
+    s._qexp = _QNONE  # imported buckets say nothing about a lattice
     if n:
         m = s.mapping
         pb, nb = s.pos.bounds(), s.neg.bounds()

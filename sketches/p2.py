@@ -101,7 +101,8 @@ class P2Quantiles:
         return float(self.quantiles([p])[0])
 
     def quantiles(self, ps: Sequence[float]) -> np.ndarray:
-        """Tracked quantiles read their marker; others interpolate between markers."""
+        """Tracked quantiles read their marker; others interpolate linearly between the
+        markers' target probabilities (monotone in ``p`` because heights are sorted)."""
         pa = np.asarray(ps, dtype=np.float64).ravel()
         if pa.size and not ((pa >= 0) & (pa <= 1)).all():
             raise ValueError("quantiles must be in [0, 1]")
@@ -109,13 +110,7 @@ class P2Quantiles:
             return np.full(pa.size, np.nan)
         if self._buf:
             return np.quantile(np.asarray(self._buf), pa)
-        # Marker positions are ranks 1..count; interpolate the heights linearly.
-        ranks = 1.0 + pa * (self.count - 1)
-        out = np.interp(ranks, np.asarray(self._n, dtype=np.float64), np.asarray(self._q))
-        for j, p in enumerate(pa.tolist()):
-            if p in self.probs:
-                out[j] = self._q[2 + 2 * self.probs.index(p)]
-        return out
+        return np.interp(pa, np.asarray(self._f), np.asarray(self._q))
 
     def to_bytes(self) -> bytes:
         out = bytearray([_VERSION])

@@ -220,3 +220,28 @@ def test_integer_millisecond_data_with_zeros_and_repeats():
     qs = [0.5, 0.9, 0.99, 0.999]
     rel = np.abs(s.quantiles(qs) / np.quantile(v, qs) - 1)
     assert rel.max() < 0.01, rel
+
+
+def test_decimal_lattice_detected_merged_and_lost_on_continuous_data():
+    ms = _sketch(np.array([0.0, 0.012, 0.25, 1.5]))
+    assert ms.quantum == pytest.approx(0.001)
+    whole_s = _sketch(np.array([2.0, 30.0]))
+    assert whole_s.quantum == pytest.approx(1.0)
+    assert (ms + whole_s).quantum == pytest.approx(0.001)
+    cont = _sketch(np.array([0.0123456789123]))
+    assert cont.quantum is None and (ms + cont).quantum is None
+    assert LogBuckets.from_bytes(ms.to_bytes()).quantum == ms.quantum
+
+
+def test_lattice_snapping_returns_exact_repeated_values():
+    # 5 distinct millisecond values in 2.2 %-wide buckets: interpolation alone misses
+    # them, snapping to the millisecond lattice recovers each exactly
+    v = np.repeat(np.array([3, 7, 12, 40, 250]) / 1000.0, [100, 300, 400, 150, 50])
+    s = LogBuckets(4096, scale=5)
+    s.update_many(v)
+    qs = [0.05, 0.2, 0.5, 0.9, 0.999]
+    np.testing.assert_array_equal(s.quantiles(qs), np.quantile(v, qs))
+    off = LogBuckets(4096, scale=5)
+    off.update_many(v)
+    off._qexp = -128  # the same sketch without the lattice is not exact
+    assert not np.array_equal(off.quantiles(qs), np.quantile(v, qs))

@@ -40,7 +40,11 @@ def test_otel_round_trip(values, max_bytes):
     dp = to_otel(s)
     assert dp.count == len(values) and dp.zero_count == sum(1 for x in values if x == 0)
     assert sum(dp.positive.bucket_counts) + sum(dp.negative.bucket_counts) + dp.zero_count == dp.count
-    assert from_otel(dp, max_bytes) == s
+    back = from_otel(dp, max_bytes)
+    assert to_otel(back) == dp
+    assert (back.scale, back.zero, back.count, back.min, back.max) == (s.scale, s.zero, s.count, s.min, s.max)
+    assert back.pos == s.pos and back.neg == s.neg
+    assert back.quantum is None  # the data point cannot say whether values sat on a lattice
 
 
 @SETTINGS
