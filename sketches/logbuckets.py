@@ -15,6 +15,11 @@ jagged part could need a coarser scale than the smoother whole, and its merge wo
 then be that one scale coarser. Property tests and randomized splits have not
 produced such a case; it would show as ``a + b != whole``.
 
+When every value is a multiple of a decimal step (integer milliseconds stored as
+seconds, say), the sketch notices (exactly, so merge keeps it) and snaps each
+estimate to a step inside its bucket: repeated and integer data come back exact
+where a bucket holds a single step, instead of being smeared across the bucket.
+
 Scalar ``update`` appends to a small float buffer that is bucketed with numpy a
 buffer at a time (and before any read), so it costs little more than an append.
 """
@@ -55,8 +60,12 @@ def _on_lattice(v: np.ndarray, e: int) -> bool:
     with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, never "on"
         r = v * 10.0**-e
         k = np.rint(r)
+        np.subtract(r, k, out=r)
+        np.abs(r, out=r)
+        if not r.max() <= 1e-6:
+            return False
         # a non-zero value must be a non-zero multiple (0.001 is not "0 × 1000")
-        return bool(((np.abs(r - k) <= 1e-6) & ((k != 0) | (v == 0))).all())
+        return np.count_nonzero(k) == np.count_nonzero(v)
 
 
 def _lattice_exp(v: np.ndarray, e: int) -> int:
@@ -395,6 +404,9 @@ class LogBuckets:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "LogBuckets":
+        """Decode and validate; anything malformed raises :class:`SketchDecodeError`."""
+        if isinstance(data, (bytes, bytearray, memoryview)) and len(data) > 4 * _MAX_BYTES:
+            raise SketchDecodeError("longer than any LogBuckets state")
         r = Reader(data)
         if r.byte() != _VERSION:
             raise SketchDecodeError("unknown LogBuckets version")

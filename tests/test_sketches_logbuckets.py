@@ -245,3 +245,8 @@ def test_lattice_snapping_returns_exact_repeated_values():
     off.update_many(v)
     off._qexp = -128  # the same sketch without the lattice is not exact
     assert not np.array_equal(off.quantiles(qs), np.quantile(v, qs))
+
+
+def test_oversized_input_rejected_before_decoding():
+    with pytest.raises(SketchDecodeError):
+        LogBuckets.from_bytes(b"\x03" + b"\xff" * (1 << 20))
