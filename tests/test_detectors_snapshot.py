@@ -153,3 +153,21 @@ def test_a_short_regression_and_its_fix_are_both_reported(length):
     kinds = [(d.kind, d.direction, d.index) for _, d in got]
     assert [k[:2] for k in kinds] == [("shift", "regression"), ("shift", "improvement")], kinds
     assert abs(kinds[0][2] - 40) <= 1 and abs(kinds[1][2] - (40 + length)) <= 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_shift_whose_evidence_fades_is_retracted_once(seed):
+    # +14 % for 5 snapshots (reported), then only +2 %: the move no longer clears
+    # min_relative_change, and nothing inside the regime changed significantly.
+    rng = np.random.default_rng(seed)
+    snaps = []
+    for i in range(90):
+        v = 0.04 * np.exp(0.4 * rng.standard_normal(300)) * (1.0 if i < 40 else 1.14 if i < 45 else 1.02)
+        q = np.quantile(v, [0.5, 0.9, 0.99])
+        snaps.append((1_763_800_000.0 + 30.0 * i, {"p50": q[0], "p90": q[1], "p99": q[2]}, 300))
+    got = run(SnapshotShiftDetector(), snaps)
+    assert [d.kind for _, d in got] == ["shift", "retraction"], got
+    shift, retraction = got[0][1], got[1][1]
+    assert retraction.at == shift.at and retraction.index == shift.index
+    assert abs(shift.index - 40) <= 1
+    assert got[1][0] - got[0][0] <= 10  # within the re-validation window
