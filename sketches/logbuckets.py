@@ -81,7 +81,7 @@ def _lattice_exp(v: np.ndarray, e: int) -> int:
 class LogBuckets:
     """Mergeable quantile sketch within ``max_bytes`` of serialized state."""
 
-    __slots__ = ("max_bytes", "scale", "pos", "neg", "_zero", "_count", "_sum", "_min", "_max", "_f", "_limit", "_buf", "_qexp")
+    __slots__ = ("max_bytes", "scale", "pos", "neg", "_zero", "_count", "_sum", "_min", "_max", "_f", "_limit", "_buf", "_qexp", "_fitted")
 
     def __init__(self, max_bytes: int = 1024, *, scale: int = MAX_SCALE) -> None:
         if not _MIN_BYTES <= max_bytes <= _MAX_BYTES:
@@ -100,6 +100,7 @@ class LogBuckets:
         self._limit = 64
         self._buf = array("d")  # values from update() not yet bucketed (at most _BUF)
         self._qexp = _QMAX  # vacuously true while empty; merge takes the min
+        self._fitted = True  # state unchanged since the last _fit (reads stay cheap)
 
     @property
     def quantum(self) -> float | None:
@@ -194,6 +195,7 @@ class LogBuckets:
         self._add_array(v, float(lo), float(hi))
 
     def _add_array(self, v: np.ndarray, lo: float | None = None, hi: float | None = None) -> None:
+        self._fitted = False
         if lo is None or hi is None:
             lo, hi = float(v.min()), float(v.max())
         if lo > 0.0:
@@ -261,6 +263,8 @@ class LogBuckets:
         """Lower the scale until the serialized state fits (finest scale that fits)."""
         if self._buf:
             self._flush()
+        elif self._fitted:
+            return
         bits = 8 * self.max_bytes
         while self.scale > MIN_SCALE and self.pos.span() + self.neg.span() > bits:
             self._downscale(1)  # every bucket in the span costs at least one bit
@@ -270,6 +274,7 @@ class LogBuckets:
             self._downscale(1)
         # Re-check once the in-memory arrays double: bounded memory, O(log) re-fits.
         self._limit = 2 * (self.pos.arr.size + self.neg.arr.size) + 256
+        self._fitted = True
 
 
     # -- queries ---------------------------------------------------------
@@ -286,24 +291,37 @@ class LogBuckets:
             return out
         self._fit()
         m = self.mapping
-        # Buckets in value order as (count, lo, hi); zero is a point bucket.
-        buckets: list[tuple[int, float, float]] = []
-        for i, c in reversed(self.neg.items()):
-            buckets.append((c, -m.upper(i), -m.lower(i)))
-        if self.zero:
-            buckets.append((self.zero, 0.0, 0.0))
-        for i, c in self.pos.items():
-            buckets.append((c, m.lower(i), m.upper(i)))
-        cum = np.cumsum([b[0] for b in buckets]).tolist()
+        # Occupied buckets in value order: negatives (largest magnitude first), the
+        # zero bucket, positives. Bounds are computed only for the buckets queried.
+        nz_n = np.flatnonzero(self.neg.arr)[::-1]
+        nz_p = np.flatnonzero(self.pos.arr)
+        n_neg = nz_n.size
+        n_zero = 1 if self.zero else 0
+        neg_i = (nz_n + self.neg.offset).tolist()
+        pos_i = (nz_p + self.pos.offset).tolist()
+        counts = np.concatenate(
+            (self.neg.arr[nz_n], np.array([self.zero] * n_zero, dtype=np.int64), self.pos.arr[nz_p])
+        )
+        cum = np.cumsum(counts).tolist()
+        nb = len(cum)
+
+        def bucket(j: int) -> tuple[int, float, float]:
+            c = int(counts[j])
+            if j < n_neg:
+                i = neg_i[j]
+                return c, -m.upper(i), -m.lower(i)
+            if j < n_neg + n_zero:
+                return c, 0.0, 0.0
+            i = pos_i[j - n_neg - n_zero]
+            return c, m.lower(i), m.upper(i)
         lo_v, hi_v = self.min, self.max
         e = self._qexp
         units = 10.0 ** -e if e != _QNONE else 0.0  # lattice points per unit value
 
         def order_stat(k: int) -> float:
             """Estimate of the k-th smallest value (0-based)."""
-            j = bisect_right(cum, k)
-            j = min(j, len(buckets) - 1)
-            c, lo, hi = buckets[j]
+            j = min(bisect_right(cum, k), nb - 1)
+            c, lo, hi = bucket(j)
             blo, bhi = lo, hi
             # An edge holding the exact min or max anchors the first or last item on it.
             a = 0.0 if lo <= lo_v else 0.5
@@ -368,6 +386,7 @@ class LogBuckets:
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
         self._qexp = min(self._qexp, other._qexp)
+        self._fitted = False
         self._fit()
 
     def __add__(self, other: "LogBuckets") -> "LogBuckets":
@@ -429,6 +448,7 @@ class LogBuckets:
                 raise SketchDecodeError("invalid min/max")
         s.pos = BucketStore.decode(r)
         s.neg = BucketStore.decode(r)
+        s._fitted = False  # re-checked on first use: the bytes may come from anywhere
         r.end()
         if s.zero + s.pos.total() + s.neg.total() != s.count:
             raise SketchDecodeError("bucket counts do not add up to the count")

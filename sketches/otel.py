@@ -109,6 +109,7 @@ def _finish(s: LogBuckets, count: int, total: float, lo: float | None, hi: float
     s.count = n
     s.sum = float(total)
     s._qexp = _QNONE  # imported buckets say nothing about a lattice
+    s._fitted = False
     if n:
         m = s.mapping
         pb, nb = s.pos.bounds(), s.neg.bounds()
