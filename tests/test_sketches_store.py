@@ -1,0 +1,69 @@
+"""The mapping and the store on their own, and the package's import boundary."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sketches import BucketStore, LogMapping  # noqa: E402
+
+SETTINGS = settings(max_examples=200, deadline=None)
+
+
+@SETTINGS
+@given(st.floats(min_value=1e-300, max_value=1e300), st.integers(-10, 12))
+def test_mapping_puts_a_value_inside_its_bucket(x, scale):
+    m = LogMapping(scale)
+    i = m.index(x)
+    lo, hi = m.lower(i), m.upper(i)
+    assert lo <= x * (1 + 1e-12) and x <= hi * (1 + 1e-12)
+    assert m.indices(np.array([x]))[0] == i or abs(x / hi - 1) < 1e-12 or abs(x / lo - 1) < 1e-12
+
+
+def test_mapping_is_upper_inclusive_at_exact_powers_of_two():
+    m = LogMapping(0)
+    assert [m.index(x) for x in (1.0, 2.0, 2.5, 4.0)] == [-1, 0, 1, 1]
+    with pytest.raises(ValueError):
+        LogMapping(13)
+
+
+@SETTINGS
+@given(st.lists(st.integers(-5000, 5000), min_size=1, max_size=300), st.integers(1, 6))
+def test_downscale_equals_counting_at_the_coarser_scale(idx, by):
+    fine = BucketStore()
+    fine.add_indices(np.array(idx, dtype=np.int64))
+    fine.downscale(by)
+    coarse = BucketStore()
+    coarse.add_indices(np.array(idx, dtype=np.int64) >> by)
+    assert fine == coarse and fine.total() == len(idx)
+
+
+@SETTINGS
+@given(st.lists(st.integers(-3000, 3000), max_size=200), st.lists(st.integers(-3000, 3000), max_size=200), st.integers(0, 4))
+def test_store_merge_with_shift(a, b, shift):
+    sa, sb, whole = BucketStore(), BucketStore(), BucketStore()
+    sa.add_indices(np.array(a, dtype=np.int64) >> shift)
+    sb.add_indices(np.array(b, dtype=np.int64))
+    sa.merge(sb, shift)
+    whole.add_indices(np.array(a + b, dtype=np.int64) >> shift)
+    assert sa == whole
+
+
+def test_sketches_do_not_import_the_stream_or_its_dependencies():
+    code = (
+        "import sys; import sketches; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('stream', 'faust', 'aiokafka', 'prometheus_client', 'detectors', 'scipy')]; "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
