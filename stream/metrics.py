@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .events import REASONS
+
 if TYPE_CHECKING:  # pragma: no cover
     from .partitions import StateView
 
@@ -53,9 +55,11 @@ class PipelineCollector(Collector):
             labels=["key", "quantile"],
         )
         exported = 0
+        exported_keys: list[str] = []
         for st in p.keys_recent_first(self.max_label_keys):
             key = st.key
             exported += 1
+            exported_keys.append(key)
             if st.moments.count:
                 for q, v in zip(EXPORTED_QUANTILES, st.alltime.quantiles(list(EXPORTED_QUANTILES))):
                     summary.add_sample("shiftwatch_latency_seconds", {"key": key, "quantile": _fmt(q)}, float(v))
@@ -71,14 +75,17 @@ class PipelineCollector(Collector):
         yield CounterMetricFamily("shiftwatch_messages", "Kafka messages (or input lines) received.", value=s.messages)
         yield CounterMetricFamily("shiftwatch_events_accepted", "Events accepted into per-key state.", value=s.accepted)
         rej = CounterMetricFamily("shiftwatch_events_rejected", "Events rejected to the dead-letter output, by reason.", labels=["reason"])
-        for reason, n in sorted(s.rejected_by_reason.items()):
-            rej.add_metric([reason], n)
+        # Every reason from 0, so rate() and increase() see the first rejection.
+        for reason in REASONS:
+            rej.add_metric([reason], s.rejected_by_reason.get(reason, 0))
         yield rej
         yield CounterMetricFamily("shiftwatch_events_late", "Accepted events whose snapshot window had already closed.", value=s.late)
         yield CounterMetricFamily("shiftwatch_snapshots", "Snapshot windows closed.", value=s.snapshots)
         shifts = CounterMetricFamily("shiftwatch_shifts", "Shift events emitted, by key and direction.", labels=["key", "direction"])
-        for (key, direction), n in sorted(s.shifts_by_key_direction.items()):
-            shifts.add_metric([key, direction], n)
+        # Exported keys start at 0 in both directions, so increase() sees a key's first shift.
+        for key in exported_keys:
+            for direction in ("improvement", "regression"):
+                shifts.add_metric([key, direction], s.shifts_by_key_direction.get((key, direction), 0))
         yield shifts
         yield CounterMetricFamily("shiftwatch_retractions", "Shift events later retracted.", value=s.retractions)
         n_keys = p.key_count()
