@@ -129,3 +129,16 @@ def test_any_flipped_byte_is_detected(pos, flip):
     with pytest.raises(CheckpointError):
         decode_key_state("k", bytes(bad), CONFIG)
     assert decode_key_state("k", good, CONFIG)[1] == 1
+
+
+def test_a_key_in_two_partitions_is_merged_for_metrics():
+    state = new_state()
+    vals0 = [{"key": "k", "value": v, "ts": 100 + v} for v in range(1, 51)]
+    vals1 = [{"key": "k", "value": v, "ts": 100 + v} for v in range(51, 101)]
+    state.process(0, 0, Decoder().decode(json.dumps(vals0).encode()))
+    state.process(1, 0, Decoder().decode(json.dumps(vals1).encode()))
+    (merged,) = state.keys_recent_first(10)
+    assert merged.moments.count == 100
+    assert merged.moments.mean == pytest.approx(0.0505)
+    assert merged.alltime.quantile(0.5) == pytest.approx(0.0505, rel=0.02)
+    assert state.key_count() == 2  # one state per partition
