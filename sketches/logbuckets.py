@@ -198,6 +198,7 @@ class LogBuckets:
         self._fitted = False
         if lo is None or hi is None:
             lo, hi = float(v.min()), float(v.max())
+        lo, hi = lo + 0.0, hi + 0.0  # -0.0 → 0.0: min/max must not depend on which zero came first
         if lo > 0.0:
             self._add_indices(self.pos, (np.ceil(np.log2(v) * self._f) - 1).astype(np.int64))
         else:

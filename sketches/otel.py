@@ -30,6 +30,7 @@ __all__ = [
 PROM_MIN_SCHEMA = -4
 PROM_MAX_SCHEMA = 8
 _MAX_BUCKETS = 1 << 20  # refuse absurd imports instead of allocating without bound
+_MAX_COUNT = 1 << 60
 
 
 @dataclass(slots=True, frozen=True)
@@ -86,19 +87,26 @@ def to_otel(s: LogBuckets) -> ExponentialHistogramDataPoint:
     )
 
 
-def _store_from(counts: dict[int, int], shift: int) -> BucketStore:
-    st = BucketStore()
-    for i, c in counts.items():
-        if c:
-            st.add(i >> shift, c)
-    return st
+def _insert(s: LogBuckets, pos: dict[int, int], neg: dict[int, int]) -> None:
+    """Put imported counts into an empty sketch, coarsening first if their span could
+    never fit the budget (so a hostile index range cannot force a huge array)."""
+    by = 0
+    for d in (pos, neg):
+        if d:
+            lo, hi = min(d), max(d)
+            while (hi >> by) - (lo >> by) >= 8 * s.max_bytes and s.scale - by > MIN_SCALE:
+                by += 1
+    s._downscale(by)
+    for store, d in ((s.pos, pos), (s.neg, neg)):
+        for i, c in d.items():
+            store.add(i >> by, c)
 
 
 def _check_counts(counts: tuple[int, ...] | list[int]) -> None:
     if len(counts) > _MAX_BUCKETS:
         raise ValueError("too many buckets")
     for c in counts:
-        if not isinstance(c, int) or c < 0:
+        if not isinstance(c, int) or not 0 <= c <= _MAX_COUNT:
             raise ValueError(f"bucket counts must be non-negative integers, got {c!r}")
 
 
@@ -139,10 +147,18 @@ def from_otel(dp: ExponentialHistogramDataPoint, max_bytes: int = 1024) -> LogBu
     s.zero = int(dp.zero_count)
     if s.zero < 0:
         raise ValueError("negative zero_count")
-    for side, b in ((s.pos, dp.positive), (s.neg, dp.negative)):
+    sides = []
+    for b in (dp.positive, dp.negative):
         _check_counts(b.bucket_counts)
-        st = _store_from({b.offset + k: c for k, c in enumerate(b.bucket_counts) if c}, shift)
-        side.merge(st)
+        if not isinstance(b.offset, int):
+            raise ValueError("bucket offset must be an integer")
+        d: dict[int, int] = {}
+        for k, c in enumerate(b.bucket_counts):
+            if c:
+                j = (b.offset + k) >> shift
+                d[j] = d.get(j, 0) + c
+        sides.append(d)
+    _insert(s, sides[0], sides[1])
     return _finish(s, dp.count, dp.sum, dp.min, dp.max)
 
 
@@ -206,8 +222,8 @@ def _unspan(spans: tuple[tuple[int, int], ...], deltas: tuple[int, ...]) -> dict
         for _ in range(n):
             count += deltas[k]
             k += 1
-            if count < 0:
-                raise ValueError("negative bucket count")
+            if not 0 <= count <= _MAX_COUNT:
+                raise ValueError("bucket count out of range")
             if count:
                 out[idx - 1] = count  # back to OpenTelemetry numbering
             idx += 1
@@ -222,7 +238,6 @@ def from_prometheus(h: PromNativeHistogram, max_bytes: int = 1024) -> LogBuckets
     if h.zero_count < 0:
         raise ValueError("negative zero_count")
     s.zero = int(h.zero_count)
-    s.pos.update(_unspan(h.positive_spans, h.positive_deltas))
-    s.neg.update(_unspan(h.negative_spans, h.negative_deltas))
+    _insert(s, _unspan(h.positive_spans, h.positive_deltas), _unspan(h.negative_spans, h.negative_deltas))
     return _finish(s, h.count, h.sum, None, None)
 

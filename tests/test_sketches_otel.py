@@ -114,3 +114,20 @@ def test_bad_prometheus_histograms_rejected():
         from_prometheus(PromNativeHistogram(schema=0, count=1, sum=0.0, zero_count=0, positive_spans=((0, 2),), positive_deltas=(1,)))
     with pytest.raises(ValueError):
         from_prometheus(PromNativeHistogram(schema=0, count=1, sum=0.0, zero_count=0, positive_spans=((0, 2),), positive_deltas=(1, -2)))
+
+
+def test_hostile_index_ranges_are_coarsened_not_allocated():
+    # two buckets 200 000 indices apart (~780 octaves): coarsened, never a 200k array
+    h = PromNativeHistogram(
+        schema=8, count=2, sum=0.0, zero_count=0, positive_spans=((0, 1), (200_000, 1)), positive_deltas=(1, 0)
+    )
+    s = from_prometheus(h, 1024)
+    assert s.count == 2 and s.pos.arr.size < 8 * 1024 and s.scale < 8
+    # past the float range the bounds are infinite: rejected, not allocated
+    far = PromNativeHistogram(
+        schema=8, count=2, sum=0.0, zero_count=0, positive_spans=((0, 1), (10**12, 1)), positive_deltas=(1, 0)
+    )
+    with pytest.raises(ValueError):
+        from_prometheus(far, 1024)
+    with pytest.raises(ValueError):
+        from_otel(ExponentialHistogramDataPoint(scale=0, count=2**70, sum=0.0, zero_count=0, positive=OtelBuckets(0, (2**70,))))
