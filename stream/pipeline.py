@@ -224,7 +224,6 @@ class Pipeline:
 
     def _process_each(self, decoded: Decoded, out: Output) -> None:
         interval = self.config.snapshot_interval_s
-        lateness = self.config.lateness
         stats = self.stats
         dirty = self.dirty
         for key, value, ts in zip(decoded.keys, decoded.values, decoded.ts):
@@ -237,17 +236,25 @@ class Pipeline:
             if (w + 1) * interval <= st.horizon:
                 stats.late += 1
             else:
-                win = st.windows.get(w)
-                if win is None:
-                    win = st.windows[w] = _Window(self.config.sketch_bytes)
+                win = self._window(st, w)
                 win.sketch.update(value)
                 win.moments.update(value)
-            if ts - lateness > st.horizon:
-                st.horizon = ts - lateness
-                if st.windows:
-                    self._close_key(st, st.horizon, out)
-            if ts > self.max_ts:
-                self.max_ts = ts
+            self._advance_key(st, ts, out)
+
+    def _window(self, st: KeyState, w: int) -> "_Window":
+        win = st.windows.get(w)
+        if win is None:
+            win = st.windows[w] = _Window(self.config.sketch_bytes)
+        return win
+
+    def _advance_key(self, st: KeyState, ts: float, out: Output) -> None:
+        """Raise the key's watermark to ``ts`` minus the lateness; close what it passes."""
+        if ts - self.config.lateness > st.horizon:
+            st.horizon = ts - self.config.lateness
+            if st.windows:
+                self._close_key(st, st.horizon, out)
+        if ts > self.max_ts:
+            self.max_ts = ts
 
     def _process_grouped(self, decoded: Decoded, out: Output) -> None:
         interval = self.config.snapshot_interval_s
@@ -281,24 +288,15 @@ class Pipeline:
             n_late = int(late.sum())
             self.stats.late += n_late
             keep = ~late if n_late else slice(None)
-            wk, vk, tk = w[keep], v[keep], t[keep]
+            wk, vk = w[keep], v[keep]
             if len(wk):
                 # Events of one window between two closings are applied together.
                 for wv in np.unique(wk):
                     sel = wk == wv
-                    wi = int(wv)
-                    win = st.windows.get(wi)
-                    if win is None:
-                        win = st.windows[wi] = _Window(self.config.sketch_bytes)
+                    win = self._window(st, int(wv))
                     win.sketch.update_many(vk[sel])
                     win.moments.update_many(vk[sel])
-            top = float(t.max())
-            if top - lateness > st.horizon:
-                st.horizon = top - lateness
-                if st.windows:
-                    self._close_key(st, st.horizon, out)
-            if top > self.max_ts:
-                self.max_ts = top
+            self._advance_key(st, float(t.max()), out)
 
     def advance_to(self, t: float) -> Output:
         """Move every key's watermark to event time ``t`` (the input is idle)."""

@@ -8,7 +8,7 @@ import logging
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from stream.checkpoint import CheckpointError, decode_key_state, encode_key_state
+from stream.checkpoint import CheckpointError, decode_key_state
 from stream.events import Decoder
 from stream.partitions import PartitionedState
 from stream.pipeline import PipelineConfig

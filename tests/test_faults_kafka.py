@@ -118,7 +118,7 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(kafka_broker, tmp_path):
         try:
             prod.join(60)
             assert prod.error is None
-            got = wait_counts(counts, w2)
+            wait_counts(counts, w2)
             time.sleep(3)
             got = counts_from(w2)
             assert got == counts, (got, counts, w2.tail())
@@ -158,7 +158,7 @@ def test_two_workers_one_stops_the_other_takes_over(kafka_broker, tmp_path):
         prod.start()
         prod.join(60)
         assert prod.error is None
-        got = wait_counts(counts, w1)
+        wait_counts(counts, w1)
         time.sleep(3)
         assert counts_from(w1) == counts, (counts_from(w1), counts, w1.tail())
         assert_shifts_once(b, topics)
@@ -183,7 +183,7 @@ def test_broker_restart_mid_stream(kafka_broker, tmp_path):
         prod.start()
         prod.join(120)
         assert prod.error is None
-        got = wait_counts(counts, w, timeout=180)
+        wait_counts(counts, w, timeout=180)
         time.sleep(3)
         assert counts_from(w) == counts, (counts_from(w), counts, w.tail())
         assert_shifts_once(b, topics)

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from stream.events import Decoder
 from stream.pipeline import Pipeline, PipelineConfig
 from stream.records import dumps
 
