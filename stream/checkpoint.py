@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from sketches import LogBuckets, Moments
 
 from .records import Snapshot
+from .window import Window
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pipeline import KeyState, PipelineConfig
@@ -98,9 +99,8 @@ def encode_key_state(st: "KeyState", offset: int) -> bytes:
         parts += [_uvarint(len(blob)), blob]
     parts.append(_uvarint(len(st.windows)))
     for w in sorted(st.windows):
-        win = st.windows[w]
-        s, m = win.sketch.to_bytes(), win.moments.to_bytes()
-        parts += [_svarint(w), _uvarint(len(s)), s, _uvarint(len(m)), m]
+        blob = st.windows[w].to_bytes()
+        parts += [_svarint(w), _uvarint(len(blob)), blob]
     parts.append(_uvarint(len(st.recent)))
     for snap in st.recent:
         parts.append(_SNAP.pack(snap.start, snap.end, snap.count, snap.mean, snap.p50, snap.p90, snap.p99, snap.min, snap.max))
@@ -110,7 +110,7 @@ def encode_key_state(st: "KeyState", offset: int) -> bytes:
 
 def decode_key_state(key: str, data: bytes, config: "PipelineConfig") -> tuple["KeyState", int]:
     """Rebuild a key's state; returns (state, offset). Raises :class:`CheckpointError`."""
-    from .pipeline import KeyState, _Window  # local: pipeline imports this module's users
+    from .pipeline import KeyState  # local: pipeline imports this module's users
 
     if not isinstance(data, (bytes, bytearray)) or len(data) < _HEAD.size:
         raise CheckpointError(f"checkpoint of {key!r} is too short ({len(data) if data else 0} bytes)")
@@ -135,10 +135,7 @@ def decode_key_state(key: str, data: bytes, config: "PipelineConfig") -> tuple["
             raise CheckpointError(f"checkpoint of {key!r} claims {n_windows} open windows")
         for _ in range(n_windows):
             w = r.svarint()
-            win = _Window(config.sketch_bytes)
-            win.sketch = LogBuckets.from_bytes(r.blob())
-            win.moments = Moments.from_bytes(r.blob())
-            st.windows[w] = win
+            st.windows[w] = Window.from_bytes(r.blob(), config.sketch_bytes)
         n_recent = r.uvarint()
         if n_recent > _MAX_RECENT or n_recent * _SNAP.size > len(body) - r.pos:
             raise CheckpointError(f"checkpoint of {key!r} claims {n_recent} snapshots")

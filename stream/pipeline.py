@@ -33,6 +33,7 @@ from sketches import LogBuckets, Moments
 
 from .events import DeadLetter, Decoded, Decoder, Source
 from .records import MetricMove, ShiftEvent, Snapshot, event_id
+from .window import Window
 
 __all__ = ["PipelineConfig", "Pipeline", "Output", "Stats", "KeyState", "KeyBudget"]
 
@@ -115,14 +116,6 @@ class Output:
         self.dead.extend(other.dead)
 
 
-class _Window:
-    __slots__ = ("sketch", "moments")
-
-    def __init__(self, sketch_bytes: int) -> None:
-        self.sketch = LogBuckets(max_bytes=sketch_bytes)
-        self.moments = Moments()
-
-
 class KeyState:
     """Everything shiftwatch keeps for one key, in bounded memory."""
 
@@ -132,7 +125,7 @@ class KeyState:
         self.key = key
         self.alltime = LogBuckets(max_bytes=config.sketch_bytes)
         self.moments = Moments()
-        self.windows: dict[int, _Window] = {}
+        self.windows: dict[int, Window] = {}
         self.detector = config.detector_factory()
         self.recent: list[Snapshot] = []
         #: Windows ending at or before this event time are closed for this key.
@@ -237,14 +230,13 @@ class Pipeline:
                 stats.late += 1
             else:
                 win = self._window(st, w)
-                win.sketch.update(value)
-                win.moments.update(value)
+                win.update(value)
             self._advance_key(st, ts, out)
 
-    def _window(self, st: KeyState, w: int) -> "_Window":
+    def _window(self, st: KeyState, w: int) -> Window:
         win = st.windows.get(w)
         if win is None:
-            win = st.windows[w] = _Window(self.config.sketch_bytes)
+            win = st.windows[w] = Window(self.config.sketch_bytes)
         return win
 
     def _advance_key(self, st: KeyState, ts: float, out: Output) -> None:
@@ -294,8 +286,7 @@ class Pipeline:
                 for wv in np.unique(wk):
                     sel = wk == wv
                     win = self._window(st, int(wv))
-                    win.sketch.update_many(vk[sel])
-                    win.moments.update_many(vk[sel])
+                    win.update_many(vk[sel])
             self._advance_key(st, float(t.max()), out)
 
     def advance_to(self, t: float) -> Output:
@@ -364,9 +355,9 @@ class Pipeline:
                     st.horizon = horizon
         return out
 
-    def _snapshot(self, key: str, w: int, win: _Window) -> Snapshot:
+    def _snapshot(self, key: str, w: int, win: Window) -> Snapshot:
         interval = self.config.snapshot_interval_s
-        p50, p90, p99 = (float(x) for x in win.sketch.quantiles([0.5, 0.9, 0.99]))
+        p50, p90, p99 = (float(x) for x in win.quantiles([0.5, 0.9, 0.99]))
         m = win.moments
         snap = Snapshot(
             key=key,
