@@ -64,6 +64,18 @@ def replay_stream(
         progress.done()
 
 
+#: Files at least this large get a progress bar (when stderr is a terminal).
+PROGRESS_MIN_BYTES = 8 << 20
+
+
+def want_progress(stream: TextIO, size: int) -> bool:
+    """A bar only for people: a terminal on stderr and a file worth waiting for."""
+    try:
+        return stream.isatty() and size >= int(os.environ.get("SHIFTWATCH_PROGRESS_MIN_BYTES", PROGRESS_MIN_BYTES))
+    except (ValueError, OSError):
+        return False
+
+
 class Progress:
     """A one-line progress bar on stderr, only when stderr is a terminal."""
 
@@ -94,7 +106,7 @@ def run_replay(path: str, settings: Settings, emit: set[str], flush: bool = True
             replay_stream(pipeline, sys.stdin.buffer, out, "stdin", emit, flush)
         else:
             size = os.path.getsize(path)
-            progress = Progress(size) if sys.stderr.isatty() and size > (8 << 20) else None
+            progress = Progress(size) if want_progress(sys.stderr, size) else None
             with open(path, "rb") as fh:
                 replay_stream(pipeline, fh, out, path, emit, flush, progress)
         out.flush()

@@ -74,3 +74,33 @@ def test_snapshot_interval_from_environment_and_toml(events_file, tmp_path):
 def test_bad_configuration_is_a_clear_error(tmp_path):
     r = subprocess.run([*SHIFTWATCH, "replay", "-", "--snapshot-interval", "soon"], capture_output=True, timeout=60, input=b"")
     assert r.returncode == 2 and b"snapshot_interval must be float" in r.stderr
+
+
+def _run_with_stderr(args, stderr_fd, env):
+    return subprocess.run([*SHIFTWATCH, "replay", *args], stdout=subprocess.DEVNULL, stderr=stderr_fd, timeout=300, env=env, check=True)
+
+
+def test_progress_bar_on_a_terminal_but_not_when_piped(events_file):
+    import os
+    import pty
+
+    env = dict(os.environ, SHIFTWATCH_PROGRESS_MIN_BYTES="1000")
+    master, slave = pty.openpty()
+    try:
+        _run_with_stderr([str(events_file), "--snapshot-interval", "10"], slave, env)
+        os.set_blocking(master, False)
+        seen = b""
+        try:
+            while True:
+                chunk = os.read(master, 65536)
+                if not chunk:
+                    break
+                seen += chunk
+        except (BlockingIOError, OSError):
+            pass
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert b"replay [" in seen and b"%" in seen
+    piped = subprocess.run([*SHIFTWATCH, "replay", str(events_file), "--snapshot-interval", "10"], capture_output=True, timeout=300, env=env, check=True)
+    assert b"replay [" not in piped.stderr
