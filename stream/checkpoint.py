@@ -95,7 +95,7 @@ class _Reader:
 def encode_key_state(st: "KeyState", offset: int) -> bytes:
     """Serialize one key's state as of input ``offset`` (the next offset to read)."""
     parts = [_uvarint(offset), _F64.pack(st.horizon)]
-    for blob in (st.alltime.to_bytes(), st.moments.to_bytes(), st.detector.to_bytes()):
+    for blob in (st.alltime_bytes(), st.moments.to_bytes(), st.detector.to_bytes()):
         parts += [_uvarint(len(blob)), blob]
     parts.append(_uvarint(len(st.windows)))
     for w in sorted(st.windows):
@@ -127,7 +127,9 @@ def decode_key_state(key: str, data: bytes, config: "PipelineConfig") -> tuple["
         offset = r.uvarint()
         horizon = r.f64()
         st = KeyState(key, config)
-        st.alltime = LogBuckets.from_bytes(r.blob())
+        blob = r.blob()
+        LogBuckets.from_bytes(blob)  # validate; the key starts cold, thawed on its next event
+        st._alltime, st._cold = None, blob
         st.moments = Moments.from_bytes(r.blob())
         st.detector = type(st.detector).from_bytes(r.blob())
         n_windows = r.uvarint()

@@ -61,7 +61,7 @@ class PipelineCollector(Collector):
             exported += 1
             exported_keys.append(key)
             if st.moments.count:
-                for q, v in zip(EXPORTED_QUANTILES, st.alltime.quantiles(list(EXPORTED_QUANTILES))):
+                for q, v in zip(EXPORTED_QUANTILES, st.alltime_view().quantiles(list(EXPORTED_QUANTILES))):
                     summary.add_sample("shiftwatch_latency_seconds", {"key": key, "quantile": _fmt(q)}, float(v))
                 summary.add_sample("shiftwatch_latency_seconds_sum", {"key": key}, float(st.moments.mean * st.moments.count))
                 summary.add_sample("shiftwatch_latency_seconds_count", {"key": key}, float(st.moments.count))

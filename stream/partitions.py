@@ -66,15 +66,18 @@ class MergedKey:
     def __init__(self, states: list[KeyState]) -> None:
         first = states[0]
         self.key = first.key
-        self.alltime = first.alltime + states[1].alltime
+        self.alltime = first.alltime_view() + states[1].alltime_view()
         self.moments = type(first.moments)()
         for st in states:
             self.moments.merge(st.moments)
         for st in states[2:]:
-            self.alltime = self.alltime + st.alltime
+            self.alltime = self.alltime + st.alltime_view()
         newest = max(states, key=lambda s: s.recent[-1].end if s.recent else float("-inf"))
         self.recent = newest.recent
         self.shifts = sorted((e for s in states for e in s.shifts), key=lambda e: e.detected_at)
+
+    def alltime_view(self):  # type: ignore[no-untyped-def]
+        return self.alltime
 
 
 class PartitionedState:

@@ -33,6 +33,7 @@ from sketches import LogBuckets, Moments
 
 from .events import DeadLetter, Decoded, Decoder, Source
 from .records import MetricMove, ShiftEvent, Snapshot, event_id
+from .history import SnapshotHistory
 from .window import Window
 
 __all__ = ["PipelineConfig", "Pipeline", "Output", "Stats", "KeyState", "KeyBudget"]
@@ -57,6 +58,8 @@ class PipelineConfig:
     max_keys: int = 100_000
     #: Recent snapshots kept per key for the live page.
     recent_snapshots: int = 60
+    #: Keys whose all-time sketch stays expanded in memory; colder keys keep it serialized.
+    hot_keys: int = 2000
     detector_factory: DetectorFactory = default_detector
     detector_name: str = "edivisive"
 
@@ -119,18 +122,45 @@ class Output:
 class KeyState:
     """Everything shiftwatch keeps for one key, in bounded memory."""
 
-    __slots__ = ("key", "alltime", "moments", "windows", "detector", "recent", "horizon", "shifts")
+    __slots__ = ("key", "_alltime", "_cold", "moments", "windows", "detector", "recent", "horizon", "shifts")
 
     def __init__(self, key: str, config: PipelineConfig) -> None:
         self.key = key
-        self.alltime = LogBuckets(max_bytes=config.sketch_bytes)
+        self._alltime: LogBuckets | None = LogBuckets(max_bytes=config.sketch_bytes)
+        #: The all-time sketch in serialized form while the key is cold (see Pipeline.hot_keys).
+        self._cold: bytes | None = None
         self.moments = Moments()
         self.windows: dict[int, Window] = {}
         self.detector = config.detector_factory()
-        self.recent: list[Snapshot] = []
+        self.recent = SnapshotHistory(key, config.recent_snapshots)
         #: Windows ending at or before this event time are closed for this key.
         self.horizon = -math.inf
         self.shifts: list[ShiftEvent] = []
+
+    @property
+    def alltime(self) -> LogBuckets:
+        """The all-time sketch, thawed (and kept thawed) if the key was cold."""
+        if self._alltime is None:
+            self._alltime = LogBuckets.from_bytes(self._cold)  # type: ignore[arg-type]
+            self._cold = None
+        return self._alltime
+
+    @alltime.setter
+    def alltime(self, sketch: LogBuckets) -> None:
+        self._alltime, self._cold = sketch, None
+
+    def alltime_bytes(self) -> bytes:
+        return self._cold if self._alltime is None else self._alltime.to_bytes()  # type: ignore[return-value]
+
+    def alltime_view(self) -> LogBuckets:
+        """The sketch for reading (metrics, page) without thawing a cold key for good."""
+        return self._alltime if self._alltime is not None else LogBuckets.from_bytes(self._cold)  # type: ignore[arg-type]
+
+    def freeze(self) -> None:
+        """Keep only the serialized sketch (~1 KiB instead of tens of KiB of buckets)."""
+        if self._alltime is not None:
+            self._cold = self._alltime.to_bytes()
+            self._alltime = None
 
 
 class Pipeline:
@@ -149,6 +179,8 @@ class Pipeline:
         self.stats = stats or Stats()
         #: Live-key budget, shared likewise; None: this pipeline's own ``max_keys``.
         self.budget = budget or KeyBudget(self.config.max_keys)
+        #: Keys whose all-time sketch is expanded, least recently used first.
+        self._hot: OrderedDict[str, None] = OrderedDict()
         #: Keys changed since the last checkpoint, and keys evicted since then.
         self.dirty: set[str] = set()
         self.evicted: list[str] = []
@@ -203,6 +235,8 @@ class Pipeline:
             self._process_grouped(decoded, out)
         else:
             self._process_each(decoded, out)
+        if len(self._hot) > self.config.hot_keys:
+            self._cool()
         return out
 
     #: Batches at least this large take the grouped, vectorised path.
@@ -211,9 +245,24 @@ class Pipeline:
     def _state(self, key: str) -> KeyState:
         st = self.states.get(key)
         if st is None:
-            return self._new_key(key)
-        self.states.move_to_end(key)
+            st = self._new_key(key)
+        else:
+            self.states.move_to_end(key)
+        hot = self._hot
+        if key in hot:
+            hot.move_to_end(key)
+        else:
+            hot[key] = None
         return st
+
+    def _cool(self) -> None:
+        """Serialize the all-time sketches of keys beyond the ``hot_keys`` most recent."""
+        hot = self._hot
+        while len(hot) > self.config.hot_keys:
+            key, _ = hot.popitem(last=False)
+            st = self.states.get(key)
+            if st is not None:
+                st.freeze()
 
     def _process_each(self, decoded: Decoded, out: Output) -> None:
         interval = self.config.snapshot_interval_s
@@ -312,6 +361,7 @@ class Pipeline:
 
     def evict_idlest(self) -> str:
         old_key, _ = self.states.popitem(last=False)
+        self._hot.pop(old_key, None)
         self.budget.used -= 1
         self.stats.evicted += 1
         self.dirty.discard(old_key)
@@ -331,6 +381,7 @@ class Pipeline:
         """Give this pipeline's keys back to the budget (its partition moved away)."""
         self.budget.used -= len(self.states)
         self.states.clear()
+        self._hot.clear()
 
     def _close_key(self, st: KeyState, horizon: float, out: Output) -> None:
         interval = self.config.snapshot_interval_s
@@ -375,10 +426,7 @@ class Pipeline:
         return snap
 
     def _detect(self, st: KeyState, snap: Snapshot) -> list[ShiftEvent]:
-        recent = st.recent
-        recent.append(snap)
-        if len(recent) > self.config.recent_snapshots:
-            del recent[0]
+        st.recent.append(snap)
         decisions = st.detector.update(snap.start, {"p50": snap.p50, "p90": snap.p90, "p99": snap.p99}, snap.count)
         events: list[ShiftEvent] = []
         for d in decisions:

@@ -28,7 +28,7 @@ def state_json(pipeline: "Pipeline", max_keys: int = 200) -> dict[str, Any]:
         key = st.key
         if st.moments.count == 0:
             continue
-        p50, p90, p99 = (float(x) for x in st.alltime.quantiles([0.5, 0.9, 0.99]))
+        p50, p90, p99 = (float(x) for x in st.alltime_view().quantiles([0.5, 0.9, 0.99]))
         keys.append(
             {
                 "key": key,
@@ -36,9 +36,9 @@ def state_json(pipeline: "Pipeline", max_keys: int = 200) -> dict[str, Any]:
                 "alltime": {"p50": p50, "p90": p90, "p99": p99, "mean": float(st.moments.mean)},
                 "last": st.recent[-1].to_json() if st.recent else None,
                 "spark": {
-                    "t": [s.start for s in st.recent],
-                    "p50": [s.p50 for s in st.recent],
-                    "p99": [s.p99 for s in st.recent],
+                    "t": st.recent.column("start"),
+                    "p50": st.recent.column("p50"),
+                    "p99": st.recent.column("p99"),
                 },
                 "shifts": [e.to_json() for e in st.shifts],
             }

@@ -122,3 +122,24 @@ def test_key_limit_evicts_the_least_recently_updated_key():
     # a b | c evicts a | a evicts b | b evicts c | c evicts a
     assert list(p.states) == ["b", "c"]
     assert p.stats.evicted == 4
+
+
+def test_cold_keys_keep_serialized_sketches_and_answer_the_same():
+    events, _ = shift_stream(snapshots=20, shift_snapshot=99, per_snapshot=50, keys=tuple("ABCDE"), shifted="A", seed=4)
+    msgs = as_messages(events, 10)
+    hot, _, _, _ = run(msgs)
+    cold, _, _, _ = run(msgs, hot_keys=2)
+    frozen = [k for k, st in cold.states.items() if st._alltime is None]
+    assert len(frozen) == 3
+    for k in "ABCDE":
+        a, b = hot.states[k], cold.states[k]
+        assert list(a.alltime.quantiles([0.5, 0.99])) == list(b.alltime_view().quantiles([0.5, 0.99]))
+    # A cold key thaws on its next event and carries on exactly.
+    more = [json.dumps({"key": k, "value": 33.0, "ts": T0 + 500}).encode() for k in frozen]
+    for m in more:
+        hot.feed(m)
+        cold.feed(m)
+    for k in frozen:
+        a, b = hot.states[k].alltime, cold.states[k].alltime_view()
+        assert a.count == b.count
+        assert list(a.quantiles([0.1, 0.5, 0.9, 0.99])) == list(b.quantiles([0.1, 0.5, 0.9, 0.99]))
