@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.request
 import uuid
@@ -100,6 +99,8 @@ def kill_group(proc: subprocess.Popen | None, sig: int = signal.SIGKILL, wait: f
 
 
 LIVE: list[subprocess.Popen] = []
+#: Extra environment of the Faust worker subprocesses (--worker-env).
+WORKER_ENV: dict[str, str] = {}
 
 
 def spawn(args: list[str], log_path: Path, **kw) -> subprocess.Popen:
@@ -332,6 +333,7 @@ def run_bare_faust(bootstrap: str, ds: Dataset, work: Path, timeout: float, mode
     out = run / "result.json"
     env = dict(
         os.environ,
+        **WORKER_ENV,
         BENCH_N=str(ds.n_messages),
         BENCH_OUT=str(out),
         BENCH_MODE=mode,
@@ -411,7 +413,7 @@ class Shiftwatch:
             "--session-timeout", "6", "--log-level", "warn",
             *self.extra,
         ]  # fmt: skip
-        self.proc = spawn(args, self.log, cwd=ROOT)
+        self.proc = spawn(args, self.log, cwd=ROOT, env={**os.environ, **WORKER_ENV})
 
     def measure(self, timeout: float, poll: float) -> Result:
         """The first /metrics scrape that shows accepted events starts the clock; the
@@ -436,19 +438,22 @@ class Shiftwatch:
         busy_at = first[0]
         cpu = cpu0 = busy_cpu = cpu_ticks(pid)
         idle = 0
+        # Idle this long before a confirming scrape: the agent itself pauses up to
+        # --batch-within (0.2 s) waiting for a batch to fill, and on fetches.
+        idle_polls = max(2, round(0.35 / poll))
         while True:
             self._check(deadline, got, expected)
             time.sleep(poll)
             now_cpu = cpu_ticks(pid)
             now = time.perf_counter()
             if cpu is None or now_cpu is None:  # no /proc: scrape every time
-                idle = 2
+                idle = idle_polls
             elif now_cpu[0] - cpu[0] > 1 or now_cpu[1] == "R":
                 busy_at, busy_cpu, idle = now, now_cpu, 0
             else:
                 idle += 1
             cpu = now_cpu
-            if idle >= 2:
+            if idle >= idle_polls:
                 t_req = time.perf_counter()
                 got = scrape(self.port)
                 self.scrapes.append(time.perf_counter() - t_req)
@@ -604,6 +609,9 @@ def main() -> int:
     ap.add_argument("--profile", metavar="DIR", help="after the timed runs, py-spy one shiftwatch run per input into DIR and summarize")
     ap.add_argument("--poll", type=float, default=0.05, help="seconds between polls of the worker (/proc CPU time, /metrics before the start)")
     ap.add_argument("--worker-arg", action="append", default=[], help="extra argument for `stream.cli worker` (repeatable)")
+    ap.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment for the Faust workers, shiftwatch and bare alike (Faust reads e.g. "
+                         "CONSUMER_MAX_FETCH_SIZE, STREAM_BUFFER_MAXSIZE, BROKER_MAX_POLL_RECORDS); repeatable")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (worker logs, generated app)")
     ap.add_argument("--skip", default="", help="comma list of runs to skip: raw,bare,shiftwatch")
     args = ap.parse_args()
@@ -612,6 +620,11 @@ def main() -> int:
     n_single = args.single or (16_000 if quick else 200_000)
     n_batched = args.batched or (3_000 if quick else 20_000)
     skip = set(filter(None, args.skip.split(",")))
+    for item in args.worker_env:
+        name, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--worker-env wants NAME=VALUE, got {item!r}")
+        WORKER_ENV[name] = value
     timeout = 60.0 if quick else 600.0
     started = time.monotonic()
 
@@ -674,6 +687,8 @@ def main() -> int:
         print()
         print(f"throughput on {os.cpu_count()} cores, 4 partitions, {args.keys} keys, medians of {repeat}; "
               f"single = {n_single:,} msgs × 1 sample, batched = {n_batched:,} msgs × {BATCH} samples")  # fmt: skip
+        if WORKER_ENV or args.worker_arg:
+            print(f"worker environment {WORKER_ENV}, extra worker arguments {args.worker_arg}")
         print(f"{'consumer':24s} {'input':8s} {'msgs/s':>10s} {'samples/s':>11s}  {'runs (samples/s)'}")
         for (name, ds), rs in results.items():
             runs_s = ", ".join(fmt(r.samples_per_s) for r in rs)
