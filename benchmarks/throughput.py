@@ -15,6 +15,14 @@ Rates are counted from the first observation to the last (the first batch and th
 startup are excluded). Repetitions are interleaved; the table shows medians.
 
     .venv/bin/python benchmarks/throughput.py [--quick] [--repeat N] [--profile DIR]
+        [--worker-env CONSUMER_MAX_FETCH_SIZE=8388608] [--worker-arg=--batch-size --worker-arg=500]
+
+shiftwatch's end time comes from the worker's CPU time in /proc going idle (a /metrics
+scrape costs the worker tens of ms for 100 keys, so it is scraped only to confirm);
+the table also shows the worker's CPU share of the window and CPU-µs per sample.
+--profile samples one more (untimed) shiftwatch run per input with py-spy (on PATH or
+$PY_SPY) and prints where the time goes: Faust, json.loads, our validation, sketches,
+checkpoints.
 
 The last line is ``samples_per_s=<n> ratio_vs_raw_aiokafka=<x> ratio_vs_bare_faust=<y>``:
 shiftwatch's samples/s on batched input; that ÷ raw aiokafka samples/s on the same
