@@ -81,7 +81,8 @@ def test_prometheus_scrapes_quantiles_and_shift_counter(kafka_broker, tmp_path):
         assert float(p99[0]["value"][1]) == pytest.approx(np.quantile(exact, 0.99), rel=0.02)
         assert float(shifts_total[0]["value"][1]) == 1
         b_shifts = query(prom_port, 'shiftwatch_shifts_total{key="B"}')
-        assert b_shifts == []
+        assert sorted(r["metric"]["direction"] for r in b_shifts) == ["improvement", "regression"]
+        assert all(r["value"][1] == "0" for r in b_shifts)
     finally:
         prom.terminate()
         prom.wait(20)
