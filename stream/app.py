@@ -136,6 +136,9 @@ def build_worker(settings: Settings) -> Worker:
         broker_commit_every=1 << 40,
         broker_commit_interval=10.0**9,
         consumer_auto_offset_reset="earliest",
+        # 1 MiB per partition holds only ~200 batched messages: the agent waited for data.
+        consumer_max_fetch_size=8 << 20,
+        stream_buffer_maxsize=16384,
         producer_acks=-1,
     )
     events_topic = app.topic(settings.input_topic, value_type=bytes, key_type=bytes, partitions=None)

@@ -6,9 +6,9 @@ depends on how producers key their messages. All pipelines share one
 :class:`Stats` and one key budget, so counters never go backwards on a rebalance.
 
 Checkpoint protocol (see README, "Delivery guarantees"):
-1. after a batch, a partition whose snapshot windows closed, or whose last
-   checkpoint is older than ``max_checkpoint_age``, or a key that emitted a shift,
-   gets its dirty keys written to the compacted changelog as
+1. after a batch, a partition that published a shift (at once), closed snapshot
+   windows (at most every ``min_checkpoint_gap`` seconds), or whose last checkpoint
+   is older than ``max_checkpoint_age``, gets its dirty keys written to the compacted changelog as
    ``key → encode_key_state(state, next_offset)``;
 2. the producer is flushed, then the consumer offsets are committed.
 On assignment the changelog partition is read back; each key remembers the offset
@@ -55,7 +55,9 @@ class _Part:
     skip: dict[str, int] = field(default_factory=dict)
     skip_until: int = -1
     last_checkpoint: float = field(default_factory=time.monotonic)
+    #: A snapshot closed (checkpoint soon) / a shift was published (checkpoint now).
     due: bool = False
+    urgent: bool = False
 
 
 class MergedKey:
@@ -81,7 +83,7 @@ class MergedKey:
 
 
 class PartitionedState:
-    def __init__(self, config: PipelineConfig, decoder_factory, max_checkpoint_age: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: PipelineConfig, decoder_factory, max_checkpoint_age: float = 30.0, min_checkpoint_gap: float = 1.0) -> None:  # type: ignore[no-untyped-def]
         self.config = config
         self.decoder_factory = decoder_factory
         self.stats = Stats()
@@ -89,6 +91,8 @@ class PartitionedState:
         self.parts: dict[int, _Part] = {}
         self.recent_shifts: list[ShiftEvent] = []
         self.max_checkpoint_age = max_checkpoint_age
+        #: Snapshot-triggered checkpoints of a partition are at least this many seconds apart.
+        self.min_checkpoint_gap = min_checkpoint_gap
 
     # -- partitions ------------------------------------------------------
     def part(self, partition: int) -> _Part:
@@ -137,7 +141,9 @@ class PartitionedState:
         out = p.pipeline.process(decoded)
         if offset + 1 > p.next_offset:
             p.next_offset = offset + 1
-        if out.snapshots or out.shifts:
+        if out.shifts:
+            p.urgent = True  # a published shift is checkpointed at once (no re-publish after a crash)
+        if out.snapshots:
             p.due = True
         return out
 
@@ -164,10 +170,16 @@ class PartitionedState:
     # -- checkpoints -----------------------------------------------------
     def due_partitions(self, now: float | None = None) -> list[int]:
         now = time.monotonic() if now is None else now
+        age_ok = lambda p: now - p.last_checkpoint  # noqa: E731
         return sorted(
             n
             for n, p in self.parts.items()
-            if (p.pipeline.dirty or p.pipeline.evicted) and (p.due or now - p.last_checkpoint >= self.max_checkpoint_age)
+            if (p.pipeline.dirty or p.pipeline.evicted)
+            and (
+                p.urgent
+                or (p.due and age_ok(p) >= self.min_checkpoint_gap)
+                or age_ok(p) >= self.max_checkpoint_age
+            )
         )
 
     def checkpoint_records(self, partition: int) -> list[tuple[bytes, bytes | None]]:
@@ -183,7 +195,7 @@ class PartitionedState:
             records.append((key.encode("utf-8", "surrogateescape"), None))
         pipe.dirty.clear()
         pipe.evicted.clear()
-        p.due = False
+        p.due = p.urgent = False
         p.last_checkpoint = time.monotonic()
         return records
 
