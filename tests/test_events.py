@@ -9,7 +9,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from stream.events import REASONS, DecodeLimits, Decoder, Source
+from stream.events import REASONS, DecodeLimits, Decoded, Decoder, Source
 
 
 def dec(**kw):
@@ -121,3 +121,34 @@ def test_arrays_of_arbitrary_events_reconcile_exactly(items):
     assert len(out.keys) + len(out.dead) == len(items)
     for v in out.values:
         assert math.isfinite(v) and v >= 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "key": st.text(min_size=1, max_size=5),
+                "value": st.one_of(st.integers(0, 10**6), st.floats(0, 1e6)),
+                "ts": st.one_of(st.integers(0, 2 * 10**9), st.floats(0, 2e9)),
+            }
+        ),
+        min_size=8,
+        max_size=40,
+    )
+)
+def test_the_vectorised_path_equals_the_per_event_path(items):
+    fast = dec().decode(json.dumps(items).encode())
+    slow = Decoded()
+    d = dec()
+    for item in items:
+        slow.extend(d.decode(json.dumps(item).encode()))
+    assert fast.keys == slow.keys and fast.values == slow.values and fast.ts == slow.ts
+    assert fast.dead == slow.dead == []
+
+
+def test_one_bad_element_sends_the_array_down_the_exact_path():
+    items = [{"key": "a", "value": i, "ts": 1763800000 + i} for i in range(20)]
+    items[7]["value"] = -1
+    out = dec().decode(json.dumps(items).encode())
+    assert len(out.keys) == 19 and [(d.reason, d.index) for d in out.dead] == [("negative_value", 7)]
