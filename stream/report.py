@@ -88,14 +88,25 @@ def format_shifts(shifts: list[dict[str, Any]]) -> str:
 
 
 async def _read_topic(settings: Settings, follow: bool, out: TextIO) -> list[dict[str, Any]]:
-    from aiokafka import AIOKafkaConsumer
+    """Every shift event on the change topic from the beginning; with ``follow``, keep going."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     bootstrap = ",".join(b.split("://", 1)[-1] for b in settings.broker.split(","))
-    c = AIOKafkaConsumer(settings.shift_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest")
     await c.start()
     docs: list[dict[str, Any]] = []
     try:
-        end = await c.end_offsets(list(c.assignment()))
+        parts = c.partitions_for_topic(settings.shift_topic)
+        if not parts:
+            await c._client.force_metadata_update()
+            parts = c.partitions_for_topic(settings.shift_topic) or set()
+        tps = [TopicPartition(settings.shift_topic, p) for p in sorted(parts)]
+        if not tps:
+            return docs
+        c.assign(tps)
+        for tp, off in (await c.beginning_offsets(tps)).items():
+            c.seek(tp, off)
+        end = await c.end_offsets(tps)
         while True:
             batch = await c.getmany(timeout_ms=1000)
             new = [json.loads(r.value) for recs in batch.values() for r in recs]
@@ -104,7 +115,9 @@ async def _read_topic(settings: Settings, follow: bool, out: TextIO) -> list[dic
                 for d in new:
                     out.write(format_shifts([d]).splitlines()[-1] + "\n")
                     out.flush()
-            elif all((await c.position(tp)) >= off for tp, off in end.items()):
+                continue
+            positions = [await c.position(tp) for tp in tps]
+            if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
                 break
     finally:
         await c.stop()

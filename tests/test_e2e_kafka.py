@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from datagen import T0, shift_stream
-from stream.events import REASONS
+from stream.events import REASONS, Decoder
 from worker_proc import Topics, WorkerProc, consume_until, json_values, produce, run
 
 pytestmark = pytest.mark.kafka
@@ -77,5 +79,31 @@ def test_shift_metrics_and_dead_letters_end_to_end(kafka_broker, tmp_path):
         assert s[("shiftwatch_shifts_total", (("direction", "regression"), ("key", "B")))] == 0
         assert s[("shiftwatch_shifts_total", (("direction", "regression"), ("key", "A")))] == 1
         assert s[("shiftwatch_messages_total", ())] == len(messages)
+
+        # `shiftwatch shifts` reads the same change topic and prints it for people.
+        table = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "shifts", "--broker", f"kafka://{bootstrap}", "--shift-topic", topics.shifts],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.splitlines()
+        assert table[0].startswith("at (UTC)") and len(table) == 3
+        assert " A " in f" {table[2]} " and "regression" in table[2] and ev["id"] in table[2]
     finally:
         worker.stop()
+
+
+def test_loadgen_produces_events_the_worker_accepts(kafka_broker):
+    topic = "loadgen-" + Topics().prefix
+    subprocess.run(
+        [sys.executable, "-m", "stream.cli", "loadgen", "--broker", f"kafka://{kafka_broker.bootstrap}", "--input-topic", topic,
+         "--duration", "2", "--rate", "50", "--keys", "3"],
+        check=True, timeout=60, capture_output=True,
+    )
+    recs = run(consume_until(kafka_broker.bootstrap, topic, lambda r: len(r) >= 6, timeout=30, settle=1))
+    dec = Decoder()
+    keys = set()
+    for r in recs:
+        out = dec.decode(r.value)
+        assert out.dead == [] and len(out.keys) > 0
+        assert set(out.keys) == {r.key.decode()}  # one key per message, keyed by it
+        keys |= set(out.keys)
+    assert len(keys) == 3
