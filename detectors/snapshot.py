@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ._envelope import open_envelope, seal
 from .edivisive import split_weak, ttest
 from .records import Direction, MetricChange, ShiftDecision
 
@@ -311,20 +312,14 @@ class SnapshotShiftDetector:
             else [last.index, last.at, last.base, last.report_index, last.direction, list(last.metrics)],
             "reported": list(self._reported),
         }
-        return bytes([_VERSION]) + json.dumps(state, separators=(",", ":"), allow_nan=False).encode()
+        return seal(_VERSION, state, allow_nan=False)
 
     @classmethod
     def from_bytes(cls, b: bytes) -> "SnapshotShiftDetector":
         """Inverse of ``to_bytes``; ``ValueError`` on anything malformed."""
-        if not isinstance(b, (bytes, bytearray, memoryview)):
-            raise ValueError("expected bytes")
-        b = bytes(b)
-        if len(b) < 2 or len(b) > _MAX_BYTES:
-            raise ValueError("bad length")
-        if b[0] != _VERSION:
-            raise ValueError(f"unsupported version {b[0]}")
+        body = open_envelope(b, _VERSION, _MAX_BYTES)
         try:
-            s = json.loads(b[1:].decode("utf-8"))
+            s = json.loads(body.decode("utf-8"))
             cfg = s["config"]
             d = cls(
                 metrics=tuple(str(m) for m in cfg["metrics"]),

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ._envelope import open_envelope, seal
 from .edivisive import SplitCache, first_pass_pvalue, merge_change_points, split_weak
 from .records import ChangePoint, StreamEvent
 
@@ -174,20 +175,14 @@ class StreamingEDivisive:
             "confirmed": [[i, ev.t, *_cp_fields(ev.change)] for i, ev in sorted(self._confirmed.items())],
             "done": list(self._done),
         }
-        return bytes([_VERSION]) + json.dumps(state, separators=(",", ":"), allow_nan=True).encode()
+        return seal(_VERSION, state, allow_nan=True)
 
     @classmethod
     def from_bytes(cls, b: bytes) -> "StreamingEDivisive":
         """Inverse of ``to_bytes``; ``ValueError`` on anything malformed."""
-        if not isinstance(b, (bytes, bytearray, memoryview)):
-            raise ValueError("expected bytes")
-        b = bytes(b)
-        if len(b) < 2 or len(b) > _MAX_BYTES:
-            raise ValueError("bad length")
-        if b[0] != _VERSION:
-            raise ValueError(f"unsupported version {b[0]}")
+        body = open_envelope(b, _VERSION, _MAX_BYTES)
         try:
-            st = json.loads(b[1:].decode("utf-8"))
+            st = json.loads(body.decode("utf-8"))
             h, w, p, mm, ma, mb, q = st["config"]
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in (h, w, ma, mb)) or not isinstance(q, bool):
                 raise ValueError("bad config types")
