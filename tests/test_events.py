@@ -152,3 +152,36 @@ def test_one_bad_element_sends_the_array_down_the_exact_path():
     items[7]["value"] = -1
     out = dec().decode(json.dumps(items).encode())
     assert len(out.keys) == 19 and [(d.reason, d.index) for d in out.dead] == [("negative_value", 7)]
+
+
+_scalar = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**30), 10**30), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8), st.sampled_from(["2025-11-22T10:00:00Z", "2025-11-22T10:00:00", "1763800000"]),
+)
+_key = st.one_of(st.text(min_size=1, max_size=6), st.text(min_size=250, max_size=260), _scalar)
+_value = st.one_of(st.floats(0, 1e6), st.integers(0, 10**6), st.floats(6e8, 7e8), _scalar)
+_ts = st.one_of(st.floats(1.7e9, 1.8e9), st.integers(0, 2 * 10**9), st.floats(1e12, 2e12), _scalar)
+_valid = st.fixed_dictionaries(
+    {"key": st.text(min_size=1, max_size=6), "value": st.one_of(st.floats(0, 1e6), st.integers(0, 10**6))},
+    optional={"ts": st.one_of(st.floats(1.7e9, 1.8e9), st.integers(0, 2 * 10**9))},
+)
+_mixed = st.fixed_dictionaries({}, optional={"key": _key, "value": _value, "ts": _ts, "extra": _scalar})
+_columnar = st.fixed_dictionaries(
+    {"key": st.one_of(st.text(min_size=1, max_size=6), _key), "values": st.one_of(st.lists(st.one_of(st.floats(0, 1e6), _value), max_size=12), _scalar)},
+    optional={"ts": st.one_of(st.floats(1.7e9, 1.8e9), st.lists(st.one_of(st.floats(1.7e9, 1.8e9), _ts), max_size=12), _ts), "value": _value},
+)
+_event = st.one_of(_valid, _valid, _mixed, _columnar)
+_message = st.one_of(_event, st.lists(_valid, max_size=20), st.lists(_event, max_size=20), _scalar)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_message, st.sampled_from([None, 1763800000.5]), st.sampled_from(["ms", "s"]))
+def test_the_fast_path_never_changes_a_result(doc, default_ts, unit):
+    """msgspec + batch checks must accept exactly what the exact path accepts, with the
+    same values, and leave every reject (with its reason) to the exact path."""
+    raw = json.dumps(doc, allow_nan=True).encode()
+    d = Decoder(unit=unit, limits=DecodeLimits(max_key_chars=256))
+    fast = d.decode(raw, default_ts=default_ts)
+    exact = d._decode(raw, None, default_ts, fast=False)
+    assert (fast.keys, fast.values, fast.ts) == (exact.keys, exact.values, exact.ts)
+    assert [(x.reason, x.error, x.index) for x in fast.dead] == [(x.reason, x.error, x.index) for x in exact.dead]
