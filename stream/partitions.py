@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Iterable, Protocol, Sequence
 
 from .checkpoint import CheckpointError, decode_key_state, encode_key_state
-from .events import Decoded
+from .events import Decoded, Source
 from .pipeline import KeyBudget, KeyState, Output, Pipeline, PipelineConfig, Stats
 from .records import ShiftEvent
 
@@ -58,6 +58,20 @@ class _Part:
     #: A snapshot closed (checkpoint soon) / a shift was published (checkpoint now).
     due: bool = False
     urgent: bool = False
+
+
+class InputRecord(Protocol):
+    """What :meth:`PartitionedState.process_records` reads of a Kafka record (aiokafka's ConsumerRecord)."""
+
+    offset: int
+    timestamp: int  # epoch milliseconds; <= 0 when unknown
+    value: bytes | None
+
+
+def _record_ts(r: InputRecord) -> float | None:
+    """The record's timestamp in epoch seconds, the stand-in for events without ``ts``."""
+    ts = r.timestamp
+    return ts / 1000.0 if ts and ts > 0 else None
 
 
 class MergedKey:
@@ -145,6 +159,31 @@ class PartitionedState:
             p.urgent = True  # a published shift is checkpointed at once (no re-publish after a crash)
         if out.snapshots:
             p.due = True
+        return out
+
+    def process_records(self, topic: str, partition: int, records: Sequence[InputRecord]) -> Output:
+        """Decode and apply consecutive records of one partition (offset order) as one batch.
+
+        Records that a restored checkpoint already covers go message by message
+        (their events are skipped per key); the rest are decoded into one batch, so
+        the pipeline groups each key's events across messages.
+        """
+        out = Output()
+        if not records:
+            return out
+        p = self.part(partition)
+        decoder = p.pipeline.decoder
+        self.stats.messages += len(records)
+        i = 0
+        while i < len(records) and records[i].offset < p.skip_until:
+            r = records[i]
+            out.extend(self.process(partition, r.offset, decoder.decode(r.value, Source(topic, partition, r.offset), default_ts=_record_ts(r))))
+            i += 1
+        if i < len(records):
+            batch = Decoded()
+            for r in records[i:]:
+                batch.extend(decoder.decode(r.value, Source(topic, partition, r.offset), default_ts=_record_ts(r)))
+            out.extend(self.process(partition, records[-1].offset, batch))
         return out
 
     def _drop_replayed(self, p: _Part, offset: int, decoded: Decoded) -> Decoded:
