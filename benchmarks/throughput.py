@@ -6,6 +6,7 @@ seeded input to 4-partition topics, then measures each consumer alone on the mac
   raw aiokafka   getmany() loop + json.loads of every value (a subprocess)
   bare Faust     an agent that does nothing (``async for _ in stream: pass``), a worker
                  subprocess from an app module generated in a temp dir; it times itself
+                 (from its first message, for --min-seconds or the whole input)
   shiftwatch     ``python -m stream.cli worker`` as a subprocess; samples/s from scraping
                  ``shiftwatch_events_accepted_total`` on its /metrics (first accepted → all)
 
@@ -249,6 +250,7 @@ import faust
 N = int(os.environ["BENCH_N"])
 OUT = os.environ["BENCH_OUT"]
 MODE = os.environ.get("BENCH_MODE", "iter")
+MIN_SECONDS = float(os.environ.get("BENCH_MIN_SECONDS", "inf"))
 app = faust.App(
     os.environ["BENCH_APP_ID"],
     broker=os.environ["BENCH_BROKER"],
@@ -281,15 +283,17 @@ async def bare(stream):
             n += len(batch)
             if t0 is None:
                 t0, n0 = time.perf_counter(), n
-            if n >= N:
+            if t0 != float("inf") and (n >= N or time.perf_counter() - t0 >= MIN_SECONDS):
                 report(n, n0, t0)
+                t0 = float("inf")
         return
     async for _ in stream:
         n += 1
         if t0 is None:
             t0, n0 = time.perf_counter(), n
-        if n == N:
+        if t0 != float("inf") and (n == N or (n % 256 == 0 and time.perf_counter() - t0 >= MIN_SECONDS)):
             report(n, n0, t0)
+            t0 = float("inf")
 
 
 if __name__ == "__main__":
@@ -334,7 +338,7 @@ def run_raw(bootstrap: str, ds: Dataset, work: Path, timeout: float, min_seconds
     return Result(r["messages"], r["samples"], r["seconds"])
 
 
-def run_bare_faust(bootstrap: str, ds: Dataset, work: Path, timeout: float, mode: str = "iter") -> Result:
+def run_bare_faust(bootstrap: str, ds: Dataset, work: Path, timeout: float, mode: str = "iter", min_seconds: float = 2.0) -> Result:
     run = work / f"bare-{mode}-{ds.name}-{uuid.uuid4().hex[:6]}"
     run.mkdir()
     (run / "bare_app.py").write_text(BARE_APP)
@@ -345,6 +349,7 @@ def run_bare_faust(bootstrap: str, ds: Dataset, work: Path, timeout: float, mode
         BENCH_N=str(ds.n_messages),
         BENCH_OUT=str(out),
         BENCH_MODE=mode,
+        BENCH_MIN_SECONDS=str(min_seconds),
         BENCH_APP_ID=f"bench-bare-{uuid.uuid4().hex[:8]}",
         BENCH_BROKER=f"kafka://{bootstrap}",
         BENCH_DATADIR=str(run / "data"),
@@ -553,11 +558,8 @@ def _bucket(frames: list[str]) -> str:
         if has("detectors/"):
             return "pipeline: detectors"
         return "pipeline: per-key bookkeeping"
-    if has("consume (stream/app.py"):
-        inner = frames[max(i for i, f in enumerate(frames) if "consume (stream/app.py" in f) + 1 :]
-        if any("faust/" in f or "mode/" in f for f in inner):
-            return "Faust: take_events / stream iteration"
-        return "agent body: publish, commit, other"
+    if has("apply (stream/app.py", "read_input (stream/app.py"):
+        return "reader loop: publish, commit, other"
     if has("aiokafka/"):
         return "aiokafka client (fetch, heartbeat)"
     if has("faust/", "mode/"):
@@ -608,8 +610,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts, one repetition (under a minute)")
     ap.add_argument("--repeat", type=int, default=None, help="interleaved repetitions (default 3; 1 with --quick)")
-    ap.add_argument("--single", type=int, default=None, help="single-sample messages (default 200,000; 16,000 quick)")
-    ap.add_argument("--batched", type=int, default=None, help="100-sample messages (default 20,000; 3,000 quick)")
+    ap.add_argument("--single", type=int, default=None, help="single-sample messages (default 600,000; 300,000 quick)")
+    ap.add_argument("--batched", type=int, default=None, help="100-sample messages (default 60,000; 25,000 quick)")
     ap.add_argument("--keys", type=int, default=100)
     ap.add_argument("--rate", type=float, default=10_000.0, help="event-time samples per second of the input (default 10,000: 100 keys × 100/s)")
     ap.add_argument("--seed", type=int, default=7)
@@ -625,8 +627,10 @@ def main() -> int:
     args = ap.parse_args()
     quick = args.quick
     repeat = args.repeat or (1 if quick else 3)
-    n_single = args.single or (16_000 if quick else 200_000)
-    n_batched = args.batched or (3_000 if quick else 20_000)
+    # Large enough that shiftwatch's timed window lasts seconds (its clock starts at
+    # the first /metrics scrape that shows accepted events).
+    n_single = args.single or (300_000 if quick else 600_000)
+    n_batched = args.batched or (25_000 if quick else 60_000)
     skip = set(filter(None, args.skip.split(",")))
     for item in args.worker_env:
         name, sep, value = item.partition("=")
@@ -705,9 +709,10 @@ def main() -> int:
             rs = results.get(("shiftwatch", ds), [])
             if rs:
                 sc = [x for r in rs for x in r.scrapes]
-                frac = sum(sum(r.scrapes) for r in rs) / sum(r.seconds for r in rs)
-                util = sum(r.cpu_s for r in rs) / sum(r.seconds for r in rs)
-                print(f"  (shiftwatch {ds}: worker on CPU {100 * util:.0f}% of the timed window, {1e6 * sum(r.cpu_s for r in rs) / sum(r.samples for r in rs):.1f} CPU-µs per sample; "
+                window = sum(r.seconds for r in rs) or float("nan")
+                frac = sum(sum(r.scrapes) for r in rs) / window
+                util = sum(r.cpu_s for r in rs) / window
+                print(f"  (shiftwatch {ds}: worker on CPU {100 * util:.0f}% of the timed window, {1e6 * sum(r.cpu_s for r in rs) / (sum(r.samples for r in rs) or float('nan')):.1f} CPU-µs per sample; "
                       f"{len(sc)} early /metrics scrapes, {100 * frac:.1f}% of the window)")
         for (name, ds), err in errors.items():
             print(f"{name:24s} {ds:8s} {'FAILED':>10s}  {err.splitlines()[0][:80]}")

@@ -302,22 +302,28 @@ class Pipeline:
         lateness = self.config.lateness
         values = np.asarray(decoded.values, dtype=np.float64)
         stamps = np.asarray(decoded.ts, dtype=np.float64)
-        groups: dict[str, list[int]] = {}
-        for i, key in enumerate(decoded.keys):
+        # Group by key through the runs of consecutive events (one per message, mostly).
+        groups: dict[str, list[tuple[int, int]]] = {}
+        pos = 0
+        for key, n in decoded.key_runs():
             g = groups.get(key)
             if g is None:
-                groups[key] = [i]
+                groups[key] = [(pos, pos + n)]
             else:
-                g.append(i)
-        for key, idx_list in groups.items():
+                g.append((pos, pos + n))
+            pos += n
+        for key, spans in groups.items():
             st = self._state(key)
             self.dirty.add(key)
-            idx = np.asarray(idx_list, dtype=np.intp)
-            v = values[idx]
-            t = stamps[idx]
+            if len(spans) == 1:
+                a, b = spans[0]
+                v, t = values[a:b], stamps[a:b]
+            else:
+                idx = np.concatenate([np.arange(a, b) for a, b in spans])
+                v, t = values[idx], stamps[idx]
             st.alltime.update_many(v)
             st.moments.update_many(v)
-            self.stats.accepted += len(idx_list)
+            self.stats.accepted += len(v)
             # The watermark in force before each event: the key's horizon, raised by
             # the events before it in this batch.
             before = np.empty_like(t)
