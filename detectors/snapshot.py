@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections import deque
+from array import array
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import attrgetter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +36,43 @@ __all__ = ["SnapshotShiftDetector"]
 _VERSION = 1
 _MAX_BYTES = 4 << 20
 _FLOOR = 1e-12  # log floor for zero latencies
+_MAX_REPORTED = 256
+_U32 = 0xFFFFFFFF
+_MAX_COUNT = 1 << 62
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+@lru_cache(maxsize=16)
+def _row_dtype(metrics: int, wide: bool) -> np.dtype:
+    """One history row: snapshot index, sample count, time, log of each metric.
+
+    Index and count are uint32 unless one does not fit (then int64, ``wide``); the logs
+    are float32 (7 significant digits, far below the noise of a measured percentile);
+    the time stays float64 because a reported ``at`` must be exact.
+    """
+    i = "<i8" if wide else "<u4"
+    return np.dtype([("i", i), ("n", i), ("t", "<f8"), ("y", "<f4", (metrics,))])
+
+
+@dataclass(slots=True, frozen=True)
+class _Params:
+    """A detector's configuration: one shared object per distinct configuration."""
+
+    metrics: tuple[str, ...]
+    lower_is_better: bool
+    min_count: int
+    history: int
+    min_before: int
+    min_after: int
+    max_pvalue: float
+    candidate_pvalue: float
+    min_relative_change: float
+    revalidate: int
+    confirm: int
+    min_fraction: float
+
+
+_shared_params = lru_cache(maxsize=64)(_Params)
 
 
 @dataclass(slots=True)
@@ -50,8 +89,11 @@ class SnapshotShiftDetector:
     """Streaming shift detector for one key's percentile snapshots.
 
     Configure once; call ``update`` per closed snapshot; decisions come back in order.
-    Memory is bounded by ``history`` snapshots.
+    Memory is bounded by ``history`` snapshots, kept as one packed array of 28-byte
+    rows (three metrics); the configuration is shared by equally configured detectors.
     """
+
+    __slots__ = ("_p", "_seq", "_base", "_rows", "_len", "_last", "_reported")
 
     def __init__(
         self,
@@ -81,26 +123,67 @@ class SnapshotShiftDetector:
             raise ValueError("p-values must be in (0, 1)")
         if min_count < 0 or min_relative_change < 0 or revalidate < 0 or not 1 <= confirm <= min_after or not 0.5 <= min_fraction <= 1.0:
             raise ValueError("bad parameter")
-        self.metrics = tuple(str(m) for m in metrics)
-        self.lower_is_better = bool(lower_is_better)
-        self.min_count = int(min_count)
-        self.history = int(history)
-        self.min_before = int(min_before)
-        self.min_after = int(min_after)
-        self.max_pvalue = float(max_pvalue)
-        self.candidate_pvalue = float(candidate_pvalue)
-        self.min_relative_change = float(min_relative_change)
-        self.revalidate = int(revalidate)
-        self.confirm = int(confirm)
-        self.min_fraction = float(min_fraction)
+        self._p = _shared_params(
+            tuple(str(m) for m in metrics),
+            bool(lower_is_better),
+            int(min_count),
+            int(history),
+            int(min_before),
+            int(min_after),
+            float(max_pvalue),
+            float(candidate_pvalue),
+            float(min_relative_change),
+            int(revalidate),
+            int(confirm),
+            float(min_fraction),
+        )
         self._seq = 0
         self._base = 0  # index of the first snapshot of the current regime
-        self._idx: deque[int] = deque(maxlen=self.history)
-        self._t: deque[float] = deque(maxlen=self.history)
-        self._n: deque[int] = deque(maxlen=self.history)
-        self._logs: deque[tuple[float, ...]] = deque(maxlen=self.history)
+        #: Accepted snapshots, oldest first: rows [0, _len) of a buffer that grows to ``history``.
+        self._rows: np.ndarray | None = None
+        self._len = 0
         self._last: _Reported | None = None
-        self._reported: deque[int] = deque(maxlen=256)
+        #: Indices of reported shifts (the newest 256), None until the first.
+        self._reported: array | None = None
+
+    # ------------------------------------------------------------------ buffer
+
+    def _append(self, seq: int, t: float, count: int, logs: tuple[float, ...]) -> None:
+        rows = self._rows
+        n = self._len
+        wide = seq > _U32 or not 0 <= count <= _U32
+        if rows is None:
+            rows = self._resize(min(16, self.history), wide)
+        elif wide and rows.dtype["i"] != np.int64:
+            rows = self._resize(len(rows), True)
+        if n == len(rows):
+            if n < self.history:
+                rows = self._resize(min(2 * n, self.history), False)
+            else:  # full: drop the oldest
+                rows[:-1] = rows[1:]
+                n -= 1
+        rows[n] = (seq, count, t, logs)
+        self._len = n + 1
+
+    def _resize(self, capacity: int, wide: bool) -> np.ndarray:
+        old = self._rows
+        wide = wide or (old is not None and old.dtype["i"] == np.int64)
+        rows = np.zeros(capacity, dtype=_row_dtype(len(self.metrics), wide))
+        if old is not None:
+            rows[: self._len] = old[: self._len]
+        self._rows = rows
+        return rows
+
+    def _was_reported(self, index: int) -> bool:
+        return self._reported is not None and index in self._reported
+
+    def _report(self, index: int) -> None:
+        rep = self._reported
+        if rep is None:
+            rep = self._reported = array("q")
+        rep.append(index)
+        if len(rep) > _MAX_REPORTED:
+            del rep[0]
 
     # ------------------------------------------------------------------ update
 
@@ -112,12 +195,9 @@ class SnapshotShiftDetector:
             vals = tuple(float(values[m]) for m in self.metrics)
         except (KeyError, TypeError, ValueError):
             return []
-        if count < self.min_count or not all(math.isfinite(v) for v in vals) or not math.isfinite(t):
+        if not self.min_count <= count <= _MAX_COUNT or not all(math.isfinite(v) for v in vals) or not math.isfinite(t):
             return []
-        self._idx.append(seq)
-        self._t.append(float(t))
-        self._n.append(int(count))
-        self._logs.append(tuple(math.log(max(v, _FLOOR)) for v in vals))
+        self._append(seq, float(t), int(count), tuple(math.log(max(v, _FLOOR)) for v in vals))
         out: list[ShiftDecision] = []
         shift = self._detect()
         if shift is not None:
@@ -131,12 +211,13 @@ class SnapshotShiftDetector:
     # ------------------------------------------------------------------ internals
 
     def _arrays(self, start_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        idx = np.fromiter(self._idx, dtype=np.int64, count=len(self._idx))
+        rows = self._rows[: self._len]  # type: ignore[index]
+        idx = rows["i"].astype(np.int64)
         k = int(np.searchsorted(idx, start_index))
-        logs = np.asarray(self._logs, dtype=np.float64).reshape(len(self._idx), len(self.metrics))[k:]
-        ts = np.fromiter(self._t, dtype=np.float64, count=len(self._t))[k:]
-        ns = np.fromiter(self._n, dtype=np.int64, count=len(self._n))[k:]
-        return idx[k:], ts, ns, logs
+        rows = rows[k:]
+        # Contiguous float64/int64 copies: the arithmetic is the same whatever the packing.
+        logs = np.array(rows["y"], dtype=np.float64, order="C")
+        return idx[k:], rows["t"].copy(), rows["n"].astype(np.int64), logs
 
     def _metric_change(self, name: str, y: np.ndarray, c: int) -> tuple[MetricChange, float]:
         mb, ma, _, _, p = ttest(y[:c], y[c:])
@@ -168,7 +249,7 @@ class SnapshotShiftDetector:
         # A regime that starts at a reported shift has a known start: it needs only
         # min_after snapshots of its own before the next change (a short regression
         # followed by its fix).
-        min_before = self.min_after if self._base in self._reported else self.min_before
+        min_before = self.min_after if self._was_reported(self._base) else self.min_before
         if n < min_before + self.min_after:
             return None
         # Cheap screen: the newest snapshots must differ from the rest on some metric.
@@ -192,7 +273,7 @@ class SnapshotShiftDetector:
         for c, who in sorted(cands.items()):
             if c < min_before or n - c < self.min_after:
                 continue
-            if int(idx[c]) in self._reported:
+            if self._was_reported(int(idx[c])):
                 continue
             moved = self._moved(logs, c)
             if not moved:
@@ -236,7 +317,7 @@ class SnapshotShiftDetector:
             samples_after=int(ns[c:].sum()),
         )
         self._last = _Reported(at_index, float(ts[c]), self._base, int(idx[-1]), direction, tuple(m.metric for m, _ in moved))
-        self._reported.append(at_index)
+        self._report(at_index)
         self._base = at_index
         return decision
 
@@ -244,7 +325,7 @@ class SnapshotShiftDetector:
         last = self._last
         if last is None:
             return None
-        newest = self._idx[-1]
+        newest = int(self._rows[self._len - 1]["i"])  # type: ignore[index]
         if newest - last.report_index > self.revalidate:
             self._last = None
             return None
@@ -299,18 +380,20 @@ class SnapshotShiftDetector:
     def to_bytes(self) -> bytes:
         """Version byte, then JSON of config and bounded state (deterministic)."""
         last = self._last
+        rows = self._rows[: self._len] if self._rows is not None else np.zeros(0, _row_dtype(len(self.metrics), False))
         state = {
             "config": self._config(),
             "seq": self._seq,
             "base": self._base,
-            "idx": list(self._idx),
-            "t": list(self._t),
-            "n": list(self._n),
-            "logs": [list(r) for r in self._logs],
+            "idx": rows["i"].tolist(),
+            "t": rows["t"].tolist(),
+            "n": rows["n"].tolist(),
+            # The exact float64 value of each float32 log: read back, it is the same float32.
+            "logs": rows["y"].astype(np.float64).tolist(),
             "last": None
             if last is None
             else [last.index, last.at, last.base, last.report_index, last.direction, list(last.metrics)],
-            "reported": list(self._reported),
+            "reported": self._reported.tolist() if self._reported is not None else [],
         }
         return seal(_VERSION, state, allow_nan=False)
 
@@ -355,12 +438,10 @@ class SnapshotShiftDetector:
                 if not isinstance(row, list) or len(row) != len(d.metrics):
                     raise ValueError("bad row")
                 r = tuple(float(v) for v in row)
-                if not (math.isfinite(t) and all(math.isfinite(v) for v in r)):
+                # Logs are kept as float32 (states written before 2026-11 hold float64).
+                if not (math.isfinite(t) and all(math.isfinite(v) and abs(v) < _F32_MAX for v in r)):
                     raise ValueError("non-finite state")
-                d._idx.append(i)
-                d._t.append(t)
-                d._n.append(n)
-                d._logs.append(r)
+                d._append(i, t, n, r)
             last = s["last"]
             if last is not None:
                 if not isinstance(last, list) or len(last) != 6 or last[4] not in ("regression", "improvement"):
@@ -372,12 +453,19 @@ class SnapshotShiftDetector:
             rep = s["reported"]
             if not isinstance(rep, list) or len(rep) > 256:
                 raise ValueError("bad reported list")
-            d._reported.extend(_int(r) for r in rep)
+            for r in rep:
+                d._report(_int(r))
             return d
         except ValueError:
             raise
         except (KeyError, TypeError, AttributeError, IndexError, UnicodeDecodeError, OverflowError, RecursionError) as e:
             raise ValueError(f"malformed detector state: {e}") from None
+
+
+# The configuration reads as plain attributes (detector.min_count, ...), from the shared _Params.
+for _name in _Params.__slots__:
+    setattr(SnapshotShiftDetector, _name, property(attrgetter(f"_p.{_name}")))
+del _name
 
 
 def _int(v: Any) -> int:

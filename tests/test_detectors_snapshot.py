@@ -171,3 +171,58 @@ def test_a_shift_whose_evidence_fades_is_retracted_once(seed):
     assert retraction.at == shift.at and retraction.index == shift.index
     assert abs(shift.index - 40) <= 1
     assert got[1][0] - got[0][0] <= 10  # within the re-validation window
+
+
+def _full_precision_state(det, snaps):
+    """The state as the deque-of-floats implementation wrote it: float64 logs."""
+    import json
+    import math
+
+    b = det.to_bytes()
+    s = json.loads(b[1:])
+    by_t = {t: v for t, v, _ in snaps}
+    s["logs"] = [[math.log(max(by_t[t][m], 1e-12)) for m in det.metrics] for t in s["t"]]
+    return bytes([1]) + json.dumps(s, separators=(",", ":")).encode()
+
+
+def test_states_with_float64_logs_are_still_read_and_decide_the_same():
+    snaps = snapshots(90, shift_at=50, seed=8)
+    ref = run(SnapshotShiftDetector(), snaps)
+    d = SnapshotShiftDetector()
+    run(d, snaps[:45])
+    old = _full_precision_state(d, snaps)
+    assert old != d.to_bytes()
+    restored = SnapshotShiftDetector.from_bytes(old)
+    assert restored.to_bytes() == d.to_bytes()  # logs rounded to the float32 kept in memory
+    got = [(i + 45, x) for i, x in run(restored, snaps[45:])]
+    assert got == ref and len(ref) == 1
+
+
+def test_history_is_packed_and_configuration_shared():
+    import sys
+
+    a, b = SnapshotShiftDetector(), SnapshotShiftDetector()
+    run(a, snapshots(150, seed=4))
+    # 120 rows of 28 bytes, no per-row objects (the deques of floats took ~27 KB).
+    assert a._len == a.history == 120 and a._rows.nbytes == 120 * 28
+    assert sys.getsizeof(a) < 100 and a._reported is None
+    assert a._p is b._p and a.min_count == 30 and a.metrics == ("p50", "p90", "p99")
+    assert SnapshotShiftDetector(min_count=5)._p is not a._p
+    with pytest.raises(AttributeError):
+        a.min_count = 3
+
+
+def test_indices_and_counts_beyond_32_bits_are_kept_exactly():
+    import json
+
+    d = SnapshotShiftDetector()
+    s = json.loads(d.to_bytes()[1:])
+    s["seq"] = (1 << 40) + 7
+    d = SnapshotShiftDetector.from_bytes(bytes([1]) + json.dumps(s).encode())
+    snaps = snapshots(20, seed=2)
+    for i, (t, v, c) in enumerate(snaps):
+        d.update(t, v, (1 << 33) + i if i % 2 else c)
+    s = json.loads(d.to_bytes()[1:])
+    assert s["idx"][0] == (1 << 40) + 7 and s["idx"][-1] == (1 << 40) + 26
+    assert s["n"][:2] == [300, (1 << 33) + 1]
+    assert SnapshotShiftDetector.from_bytes(d.to_bytes()).to_bytes() == d.to_bytes()
