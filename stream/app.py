@@ -184,6 +184,14 @@ def build_worker(settings: Settings) -> Worker:
             await p.send(settings.shift_topic, dumps(s.to_json()).encode(), key=s.key.encode())
             log.info("%s %s at %s: %s", s.kind, s.key, s.at, [(m.metric, round(m.relative_change, 3)) for m in s.metrics])
 
+    async def checkpoint_urgent() -> None:
+        """Write the keys that just published a shift (no commit: other keys may be dirty)."""
+        p = await producer()
+        for part in state.urgent_partitions():
+            for key, value in state.urgent_records(part):
+                await p.send(changelog, value, key=key, partition=part)
+        await p.flush()
+
     async def checkpoint(partitions: list[int], commit: bool = True) -> int:
         """Write dirty keys of ``partitions`` to the changelog, flush, then commit their
         input offsets (exactly the offsets the records reflect); returns records written."""
@@ -196,6 +204,8 @@ def build_worker(settings: Settings) -> Worker:
             for key, value in state.checkpoint_records(part):
                 await p.send(changelog, value, key=key, partition=part)
                 n += 1
+                if n % 512 == 0:
+                    await asyncio.sleep(0)  # heartbeats and /metrics keep running
             nxt = state.parts[part].next_offset
             if nxt >= 0:
                 offsets[TopicPartition(topic, part)] = nxt
@@ -250,9 +260,14 @@ def build_worker(settings: Settings) -> Worker:
             out.extend(state.process_records(tp.topic, tp.partition, records))
         await publish(out)
         last_wall[0] = time.time()
+        await checkpoint_due()
+
+    async def checkpoint_due() -> None:
         due = state.due_partitions()
         if due:
             await checkpoint(due)
+        if state.urgent_partitions():
+            await checkpoint_urgent()
 
     @app.task
     async def read_input() -> None:
@@ -294,9 +309,7 @@ def build_worker(settings: Settings) -> Worker:
             if idle >= settings.idle_close_after and max_ts > 0:
                 out = state.advance_to(max_ts + idle)
                 await publish(out)
-            due = state.due_partitions()
-            if due:
-                await checkpoint(due)
+            await checkpoint_due()
 
     @app.on_before_shutdown.connect
     async def on_shutdown(_: Any, **kwargs: Any) -> None:

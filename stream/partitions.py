@@ -6,11 +6,14 @@ depends on how producers key their messages. All pipelines share one
 :class:`Stats` and one key budget, so counters never go backwards on a rebalance.
 
 Checkpoint protocol (see README, "Delivery guarantees"):
-1. after a batch, a partition that published a shift (at once), closed snapshot
-   windows (at most every ``min_checkpoint_gap`` seconds), or whose last checkpoint
-   is older than ``max_checkpoint_age``, gets its dirty keys written to the compacted changelog as
-   ``key → encode_key_state(state, next_offset)``;
-2. the producer is flushed, then the consumer offsets are committed.
+1. after a batch, a key that published a shift is written at once; a partition that
+   closed snapshot windows (at most every ``min_checkpoint_gap`` seconds), or whose
+   last checkpoint is older than ``max_checkpoint_age``, gets all its dirty keys
+   written to the compacted changelog as ``key → encode_key_state(state, next_offset)``
+   (both gaps stretch to ``COST_FACTOR`` times the partition's last checkpoint time,
+   so checkpointing 100,000 keys cannot starve the input);
+2. the producer is flushed, then — after a full checkpoint only — the consumer
+   offsets are committed.
 On assignment the changelog partition is read back; each key remembers the offset
 its state reflects, and events below it are skipped (counted as ``replayed``), so
 a restart neither loses nor double-counts accepted events.
@@ -55,9 +58,12 @@ class _Part:
     skip: dict[str, int] = field(default_factory=dict)
     skip_until: int = -1
     last_checkpoint: float = field(default_factory=time.monotonic)
-    #: A snapshot closed (checkpoint soon) / a shift was published (checkpoint now).
+    #: A snapshot closed (checkpoint soon).
     due: bool = False
-    urgent: bool = False
+    #: Keys that published a shift since their last checkpoint (checkpointed at once).
+    urgent: set[str] = field(default_factory=set)
+    #: Seconds the last full checkpoint of this partition took to encode.
+    cost: float = 0.0
 
 
 class InputRecord(Protocol):
@@ -156,7 +162,8 @@ class PartitionedState:
         if offset + 1 > p.next_offset:
             p.next_offset = offset + 1
         if out.shifts:
-            p.urgent = True  # a published shift is checkpointed at once (no re-publish after a crash)
+            # a published shift is checkpointed at once (no re-publish after a crash)
+            p.urgent.update(ev.key for ev in out.shifts)
         if out.snapshots:
             p.due = True
         return out
@@ -207,22 +214,47 @@ class PartitionedState:
         return out
 
     # -- checkpoints -----------------------------------------------------
+    #: A partition's checkpoints are spaced at least this many times their own encoding
+    #: time, so with very many keys checkpointing stays a bounded share of the worker.
+    COST_FACTOR = 10.0
+
     def due_partitions(self, now: float | None = None) -> list[int]:
+        """Partitions whose dirty keys should be checkpointed (and offsets committed) now."""
         now = time.monotonic() if now is None else now
-        age_ok = lambda p: now - p.last_checkpoint  # noqa: E731
-        return sorted(
-            n
-            for n, p in self.parts.items()
-            if (p.pipeline.dirty or p.pipeline.evicted)
-            and (
-                p.urgent
-                or (p.due and age_ok(p) >= self.min_checkpoint_gap)
-                or age_ok(p) >= self.max_checkpoint_age
-            )
-        )
+        out = []
+        for n, p in self.parts.items():
+            if not (p.pipeline.dirty or p.pipeline.evicted):
+                continue
+            age = now - p.last_checkpoint
+            floor = self.COST_FACTOR * p.cost
+            if (p.due and age >= max(self.min_checkpoint_gap, floor)) or age >= max(self.max_checkpoint_age, floor):
+                out.append(n)
+        return sorted(out)
+
+    def urgent_partitions(self) -> list[int]:
+        """Partitions with keys whose published shift is not checkpointed yet."""
+        return sorted(n for n, p in self.parts.items() if p.urgent)
+
+    def urgent_records(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """Changelog records for just the keys that published a shift; marks them clean.
+
+        Offsets are not committed after these (other keys may be dirty); each record
+        carries its own offset, so a restart skips exactly what the key had applied.
+        """
+        p = self.parts[partition]
+        pipe = p.pipeline
+        records = []
+        for key in sorted(p.urgent):
+            st = pipe.states.get(key)
+            if st is not None and key in pipe.dirty:
+                records.append((key.encode("utf-8", "surrogateescape"), encode_key_state(st, p.next_offset)))
+                pipe.dirty.discard(key)
+        p.urgent.clear()
+        return records
 
     def checkpoint_records(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """Changelog records for the dirty (and evicted) keys of a partition; marks them clean."""
+        started = time.perf_counter()
         p = self.parts[partition]
         pipe = p.pipeline
         records: list[tuple[bytes, bytes | None]] = []
@@ -234,8 +266,10 @@ class PartitionedState:
             records.append((key.encode("utf-8", "surrogateescape"), None))
         pipe.dirty.clear()
         pipe.evicted.clear()
-        p.due = p.urgent = False
+        p.due = False
+        p.urgent.clear()
         p.last_checkpoint = time.monotonic()
+        p.cost = time.perf_counter() - started
         return records
 
     # -- read view -------------------------------------------------------
