@@ -187,9 +187,7 @@ class PartitionedState:
             out.extend(self.process(partition, r.offset, decoder.decode(r.value, Source(topic, partition, r.offset), default_ts=_record_ts(r))))
             i += 1
         if i < len(records):
-            batch = Decoded()
-            for r in records[i:]:
-                batch.extend(decoder.decode(r.value, Source(topic, partition, r.offset), default_ts=_record_ts(r)))
+            batch = decoder.decode_batch(((r.value, r.offset, _record_ts(r)) for r in records[i:]), topic, partition)
             out.extend(self.process(partition, records[-1].offset, batch))
         return out
 

@@ -185,3 +185,17 @@ def test_the_fast_path_never_changes_a_result(doc, default_ts, unit):
     exact = d._decode(raw, None, default_ts, fast=False)
     assert (fast.keys, fast.values, fast.ts) == (exact.keys, exact.values, exact.ts)
     assert [(x.reason, x.error, x.index) for x in fast.dead] == [(x.reason, x.error, x.index) for x in exact.dead]
+
+
+def test_a_batch_of_records_decodes_like_its_records_one_by_one():
+    d = Decoder()
+    good = [json.dumps({"key": f"k{i % 3}", "value": i, "ts": 1763800000 + i}).encode() for i in range(20)]
+    raws = good[:5] + [b"\xff", b'{"key":"a","value":-1,"ts":1}', None, b"[]"] + good[5:] + [b'[{"key":"a","value":1}]']
+    items = [(raw, 100 + i, 1763800000.5 if i % 2 else None) for i, raw in enumerate(raws)]
+    batch = d.decode_batch(items, "in", 3)
+    one = Decoded()
+    for raw, off, ts in items:
+        one.extend(d.decode(raw, Source("in", 3, off), default_ts=ts))
+    assert (batch.keys, batch.values, batch.ts, batch.key_runs()) == (one.keys, one.values, one.ts, one.key_runs())
+    assert batch.dead == one.dead and len(batch.dead) == 4
+    assert {x.source.offset for x in batch.dead} == {105, 106, 107, 124}
