@@ -58,7 +58,7 @@ _MAX_COUNT = 1 << 60
 _K_SAFE = 57  # without escapes q <= 2**4, so q << k <= _V_MAX up to this k
 _SUM_SAFE = 1 << 58  # below this, a block's sum (16 values) cannot wrap in int64
 _POW2 = np.int64(1) << np.arange(63, dtype=np.int64)  # 1, 2, 4, ..., 2**62
-_POW2_DESC = _POW2[::-1].copy()
+_POW2_UP = _POW2[1:].copy()  # 2, 4, ..., 2**62
 _EMPTY = np.zeros(0, dtype=np.uint8)
 
 
@@ -75,89 +75,96 @@ def _blocks(lo: int, n: int) -> tuple[int, int, int]:
 
 
 def _exact_cost(v: np.ndarray, k: np.ndarray, per: np.ndarray) -> np.ndarray:
-    """Bits of rows ``v`` (padding is 0) at parameters ``k`` (a column), escapes included."""
+    """Bits of rows ``v`` (m, BLOCK; padding is 0) at parameters ``k`` (c, m, 1), escapes
+    included: (c, m)."""
     q = v >> k
-    cost = np.minimum(q, ESCAPE).sum(axis=1) + per * (k[:, 0] + 1)
-    e = q >= ESCAPE
-    return cost + np.where(e, _LEN_BITS + _bitlen(np.maximum(q - ESCAPE, 0)), 0).sum(axis=1)
+    cost = np.minimum(q, ESCAPE).sum(axis=2) + per * (k[..., 0] + 1)
+    q -= ESCAPE
+    e = q >= 0
+    return cost + np.where(e, _LEN_BITS + _bitlen(np.maximum(q, 0)), 0).sum(axis=2)
 
 
 class Plan:
     """The encoder's choices for one store (per block: empty or not, mode, k) and the
     exact payload size; :meth:`pack` writes them."""
 
-    __slots__ = ("values", "head", "tail", "live", "raw", "k", "p", "bits")
+    __slots__ = ("values", "head", "tail", "live", "raw", "p", "bits")
 
     def __init__(self, lo: int, counts: np.ndarray) -> None:
+        # (Every numpy call costs ~1 µs whatever the size here: the steps are fused.)
         n = counts.size
         head, nb, tail = _blocks(lo, n)
-        per = np.full(nb, BLOCK, dtype=np.int64)
-        per[0] -= head
-        per[-1] -= tail
+        first = BLOCK - head - (tail if nb == 1 else 0)
+        last = BLOCK - tail - (head if nb == 1 else 0)
+        per = np.full(nb, BLOCK, dtype=np.int64)  # real values per block
+        per[0], per[-1] = first, last
+        div = np.full(nb, BLOCK - 1, dtype=np.int64)  # max(per - 1, 1)
+        div[0], div[-1] = max(first - 1, 1), max(last - 1, 1)
         # values[0]: zig-zagged differences, values[1]: raw counts, zero-padded to blocks
         v = np.zeros((2, nb * BLOCK), dtype=np.int64)
-        c = v[1]
-        c[head : head + n] = counts
-        d = v[0]
-        np.subtract(c[1:], c[:-1], out=d[1:])
+        c = v[1, head : head + n]
+        c[:] = counts
+        d = v[0, head : head + n]
         d[0] = c[0]
-        d[head + n :] = 0
+        np.subtract(c[1:], c[:-1], out=d[1:])
         np.bitwise_xor(d << 1, d >> 63, out=d)
         # blocks as columns: (mode, position in block, block); reductions over
         # axis 1 run along contiguous rows, several times faster than over axis 2
         vt = v.reshape(2, nb, BLOCK).transpose(0, 2, 1).copy()
         top = tmax = vt.max(axis=1)
         s = vt.sum(axis=1)
-        if top.max() >= _SUM_SAFE:  # the sum may have wrapped: clip for the guess (rare)
+        if tmax.max() >= _SUM_SAFE:  # the sum may have wrapped: clip for the guess (rare)
             s = np.minimum(vt, _SUM_SAFE).sum(axis=1)
             top = np.minimum(top, _SUM_SAFE)
         # Rice parameter: guess from the block mean without its largest value (an
         # outlier is better escaped than paid for by every value), then take the
-        # cheaper of ka = max(0, guess - 1) and ka + 1 (the best k in all but a few %
+        # cheaper of ka = max(0, guess - 1) and ka + 1 (the best k in all but ~1 %
         # of real blocks). Integer arithmetic only: same counts, same bytes.
-        ka = np.searchsorted(_POW2[1:], (s - top) // np.maximum(per - 1, 1))
-        # Costs at ka and ka + 1 without escapes, from one shift: sum(w >> 1) is
-        # (sum(w) - number of odd w) / 2. Blocks with an escape are costed exactly.
+        s -= top
+        s //= div
+        ka = _POW2_UP.searchsorted(s)
+        # Costs at ka and ka + 1 less per * (ka + 1), without escapes, from one shift:
+        # sum(w >> 1) is (sum(w) - number of odd w) / 2. Escaping blocks: exact costs.
         w = vt >> ka[:, None, :]
         sa = w.sum(axis=1)
         w &= 1
-        odd = w.sum(axis=1)
-        ca = per * (ka + 1)
-        ca += sa
-        cb = ca + per
-        cb -= sa
-        cb += (sa - odd) >> 1
-        esc = (tmax >> ka) >= ESCAPE
-        if esc.any():
-            ve, ke, pe = v.reshape(2, nb, BLOCK)[esc], ka[esc][:, None], per[esc.nonzero()[1]]
-            ca[esc] = _exact_cost(ve, ke, pe)
-            cb[esc] = _exact_cost(ve, ke + 1, pe)
-        up = cb < ca
+        sb = sa - w.sum(axis=1)
+        sb >>= 1
+        sb += per
+        base = ka + 1
+        base *= per
+        if (tmax >> ka).max() >= ESCAPE:
+            esc = (tmax >> ka) >= ESCAPE
+            ke = ka[esc][:, None]
+            ce = _exact_cost(v.reshape(2, nb, BLOCK)[esc], np.stack((ke, ke + 1)), per[esc.nonzero()[1]])
+            ce -= base[esc]
+            sa[esc], sb[esc] = ce
+        up = sb < sa
         ka += up
-        cost = np.minimum(ca, cb)
+        cost = np.minimum(sa, sb)
+        cost += base
         raw = cost[1] < cost[0]
-        live = vt[1].any(axis=0)
-        k = np.where(raw, ka[1], ka[0])
-        p = k + 1
+        live = tmax[1] > 0
+        p = np.where(raw, ka[1], ka[0])
+        p += 1
         p *= live
-        body = int(np.where(raw, cost[1], cost[0]) @ live)
-        # unary codes of the parameter steps, one mode bit per non-empty block, values
-        dp = np.abs(p[1:] - p[:-1])
-        neg = int(np.count_nonzero(p[1:] < p[:-1]))
-        side = 2 * (int(dp.sum()) + int(p[0])) - neg + nb
+        body = int(np.minimum(cost[0], cost[1]) @ live)
+        # the unary codes of the parameter steps, one mode bit per non-empty block
+        dp = p[1:] - p[:-1]
+        side = nb + 2 * int(p[0]) + int(np.bitwise_xor(dp << 1, dp >> 63).sum())
         self.values, self.head, self.tail = v, head, tail
-        self.live, self.raw, self.k, self.p = live, raw, k, p
+        self.live, self.raw, self.p = live, raw, p
         self.bits = side + int(np.count_nonzero(live)) + body
 
     def pack(self) -> bytes:
-        live, raw, k, p = self.live, self.raw, self.k, self.p
+        live, raw, p = self.live, self.raw, self.p
         nb = live.size
         # the chosen row (raw counts or differences) of each non-empty block
         rows = (raw * nb + np.arange(nb))[live]
         a = self.head if live[0] else 0
         b = rows.size * BLOCK - (self.tail if live[-1] else 0)
         vals = self.values.reshape(2 * nb, BLOCK)[rows].ravel()[a:b]
-        kl = k[live]
+        kl = p[live] - 1
         kv = np.repeat(kl, BLOCK)[a:b]
         q = vals >> kv
         rem = vals - (q << kv)
@@ -308,23 +315,21 @@ def decode(lo: int, n: int, payload: bytes) -> np.ndarray:
     q <<= kv
     q |= rem
     flat[a:b] = q
-    full = np.zeros((nb, BLOCK), dtype=np.int64)
-    full[live] = flat.reshape(nlive, BLOCK)
-    rawb = np.ones((nb, 1), dtype=bool)
-    rawb[live, 0] = raw_blk
+    # row 0: a virtual raw block of zeros before the first, so every block has one
+    full = np.zeros((nb + 1, BLOCK), dtype=np.int64)
+    lv = np.zeros(nb + 1, dtype=bool)
+    lv[1:] = live
+    full[lv] = flat.reshape(nlive, BLOCK)
+    rawb = np.ones((nb + 1, 1), dtype=bool)
+    rawb[lv, 0] = raw_blk
     inc = full >> 1
     inc ^= -(full & 1)
     np.copyto(inc, full, where=rawb)
-    cs = np.cumsum(inc).reshape(nb, BLOCK)
-    last = np.maximum.accumulate(np.where(rawb[:, 0], np.arange(nb), -1))  # last raw block <= b
-    before = np.empty(nb, dtype=np.int64)  # last raw block < b (-1: none)
-    before[0] = -1
-    before[1:] = last[:-1]
-    lr = np.maximum(before, 0)
-    base = np.where(before >= 0, full[lr, BLOCK - 1] - cs[lr, BLOCK - 1], 0)
-    cs += base[:, None]
+    cs = np.cumsum(inc).reshape(nb + 1, BLOCK)
+    last = np.maximum.accumulate(np.where(rawb[:, 0], np.arange(nb + 1), 0))[:-1]  # last raw block before
+    cs[1:] += (full[last, BLOCK - 1] - cs[last, BLOCK - 1])[:, None]
     np.copyto(cs, full, where=rawb)
-    counts = cs.ravel()[head : head + n]
+    counts = cs.ravel()[BLOCK + head : BLOCK + head + n]
     if counts.min() < 0 or counts.max() > _MAX_COUNT:
         raise SketchDecodeError("bucket count out of range")
     if not counts[0] or not counts[-1]:

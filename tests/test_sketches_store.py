@@ -67,3 +67,49 @@ def test_sketches_do_not_import_the_stream_or_its_dependencies():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_counts_use_the_narrowest_dtype_and_widen_exactly():
+    s = BucketStore()
+    s.add_indices(np.arange(100, dtype=np.int64))
+    assert s.arr.dtype == np.uint8 and s.arr.nbytes < 200  # one byte per bucket
+    s.add_indices(np.full(255, 7, dtype=np.int64))  # 256 in one bucket: past uint8
+    assert s.arr.dtype == np.uint16 and s.to_dict()[7] == 256 and s.total() == 355
+    s.add(3, 70_000)
+    assert s.arr.dtype == np.uint32 and s.to_dict()[3] == 70_001
+    s.add(3, 2**61)
+    s.add(3, 2**61)
+    assert s.arr.dtype == np.int64 and s.to_dict()[3] == 2**62 + 70_001
+    other = BucketStore()
+    other.add_dense(5, np.array([1, 2**40, 3], dtype=np.int64))
+    s.merge(other)
+    assert s.to_dict()[6] == 2**40 + 1 and s.to_dict()[7] == 259
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(-300, 300), st.integers(1, 2**20)), min_size=1, max_size=80), st.integers(0, 5))
+def test_widening_and_downscale_keep_exact_counts(adds, by):
+    s = BucketStore()
+    ref: dict[int, int] = {}
+    for i, n in adds:
+        s.add(i, n)
+        ref[i] = ref.get(i, 0) + n
+    assert s.to_dict() == ref
+    s.downscale(by)
+    coarse: dict[int, int] = {}
+    for i, n in ref.items():
+        coarse[i >> by] = coarse.get(i >> by, 0) + n
+    assert s.to_dict() == coarse
+    assert s.arr.dtype.itemsize <= 8 and int(s.arr.max()) <= np.iinfo(s.arr.dtype).max
+
+
+def test_downscale_narrows_and_empty_stores_share_no_memory():
+    s = BucketStore()
+    s.add_indices(np.repeat(np.arange(0, 64, dtype=np.int64), 200))  # 200 per bucket: uint8
+    assert s.arr.dtype == np.uint8
+    s.downscale(1)  # 400 per bucket
+    assert s.arr.dtype == np.uint16 and set(s.to_dict().values()) == {400}
+    a, b = BucketStore(), BucketStore()
+    assert a.arr.nbytes == 0 and a.bounds() is None and not a and len(a) == 0
+    a.add(5)
+    assert b.arr.size == 0 and a.to_dict() == {5: 1}  # the shared empty array was never written
