@@ -239,8 +239,8 @@ class LogBuckets:
             self._fit()
 
     def _add_indices(self, store: BucketStore, idx: np.ndarray) -> None:
-        # A span wider than the budget's bits can never fit (each bucket costs >= 1 bit),
-        # so coarsen before counting: bounds the bincount whatever the data.
+        # A span over 8 buckets per budget byte never fits (see _fit), so coarsen
+        # before counting: bounds the bincount whatever the data.
         lo, hi = int(idx.min()), int(idx.max())
         by = 0
         while (hi >> by) - (lo >> by) >= 8 * self.max_bytes and self.scale - by > MIN_SCALE:
@@ -248,7 +248,8 @@ class LogBuckets:
         if by:
             self._downscale(by)
             idx = idx >> by
-        store.add_indices(idx)
+            lo, hi = lo >> by, hi >> by
+        store.add_indices(idx, lo, hi)
 
     # -- budget ----------------------------------------------------------
     def _header(self, version: int = _VERSION) -> bytearray:
@@ -318,10 +319,11 @@ class LogBuckets:
 
     def quantiles(self, qs: Sequence[float]) -> np.ndarray:
         """Estimates at ranks ``q * (count - 1)`` (numpy's linear definition); nan when empty."""
-        qa = np.asarray(qs, dtype=np.float64).ravel()
-        if qa.size and not ((qa >= 0.0) & (qa <= 1.0)).all():
-            raise ValueError("quantiles must be in [0, 1]")
-        out = np.full(qa.size, np.nan)
+        ql = np.asarray(qs, dtype=np.float64).ravel().tolist()
+        for q in ql:
+            if not 0.0 <= q <= 1.0:  # (false for nan too)
+                raise ValueError("quantiles must be in [0, 1]")
+        out = np.full(len(ql), np.nan)
         if self.count == 0:
             return out
         self._fit()
@@ -338,7 +340,19 @@ class LogBuckets:
             n_neg, pos_lo = -1, self.pos.offset
         neg_hi = self.neg.offset + na.size - 1
         cum = counts.cumsum(dtype=np.int64)
-        last = int(np.searchsorted(cum, cum[-1] - 1, side="right"))  # the last occupied bucket
+        # the ranks needed (numpy's linear definition interpolates between neighbours)
+        n1 = self.count - 1
+        ranks = []
+        for q in ql:
+            r = q * n1
+            f = math.floor(r)
+            ranks.append(f)
+            if r > f and f < n1:
+                ranks.append(f + 1)
+        # their buckets (at most the last occupied one), in one search
+        found = cum.searchsorted(ranks + [int(cum[-1]) - 1], side="right").tolist()
+        last = found.pop()
+        bucket_of = {k: min(j, last) for k, j in zip(ranks, found)}
 
         def bucket(j: int) -> tuple[int, float, float]:
             c = int(counts[j])
@@ -355,7 +369,7 @@ class LogBuckets:
 
         def order_stat(k: int) -> float:
             """Estimate of the k-th smallest value (0-based)."""
-            j = min(int(np.searchsorted(cum, k, side="right")), last)
+            j = bucket_of[k]
             c, lo, hi = bucket(j)
             blo, bhi = lo, hi
             # An edge holding the exact min or max anchors the first or last item on it.
@@ -391,8 +405,7 @@ class LogBuckets:
                     v = min(max(kk / units, lo_v), hi_v)
             return v
 
-        n1 = self.count - 1
-        for k, q in enumerate(qa.tolist()):
+        for k, q in enumerate(ql):
             r = q * n1
             f = math.floor(r)
             g = r - f

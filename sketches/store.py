@@ -92,11 +92,13 @@ class BucketStore:
             self.arr = self.arr.astype(_dtype_for(m))
         self.arr[j] = m
 
-    def add_indices(self, idx: np.ndarray) -> None:
-        """Add one count per index (one bincount over the batch's span)."""
+    def add_indices(self, idx: np.ndarray, lo: int | None = None, hi: int | None = None) -> None:
+        """Add one count per index (one bincount over the batch's span); ``lo``/``hi``:
+        the indices' min and max, if the caller has them."""
         if idx.size == 0:
             return
-        lo, hi = int(idx.min()), int(idx.max())
+        if lo is None or hi is None:
+            lo, hi = int(idx.min()), int(idx.max())
         self._reserve(lo, hi)
         self._add_at(lo - self.offset, np.bincount(idx - lo))
 
