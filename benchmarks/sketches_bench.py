@@ -6,8 +6,16 @@ relative error at p50/p90/p99/p99.9 against numpy's exact (linear) quantiles.
 Throughput is measured in the same run, one value at a time and batched.
 The closing summary compares our worst case with the best anchor's worst case.
 
-    .venv/bin/python benchmarks/sketches_bench.py            # n = 1e6 per stream
-    .venv/bin/python benchmarks/sketches_bench.py --quick    # n = 1e5, under 2 minutes
+The codec section (also alone with ``--codec-only``, which needs none of the anchors)
+times our serialization per 1 KiB sketch, format v4 (block Rice, numpy) against v3
+(adaptive Rice, pure Python; its writer is kept for this): encoded_size, to_bytes,
+from_bytes and quantiles right after an update (which re-fits the scale by size), as
+medians over many sketches; the buckets a 1 KiB budget keeps under each format; and
+the memory of a hot (expanded) 1 KiB sketch.
+
+    .venv/bin/python benchmarks/sketches_bench.py               # n = 1e6 per stream
+    .venv/bin/python benchmarks/sketches_bench.py --quick       # n = 1e5, under 2 minutes
+    .venv/bin/python benchmarks/sketches_bench.py --codec-only  # the codec section only
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import argparse
 import statistics
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sketches import LogBuckets, P2Quantiles  # noqa: E402
+from sketches.mapping import MIN_SCALE  # noqa: E402
 
 QS = (0.5, 0.9, 0.99, 0.999)
 BUDGETS = (1024, 4096, 16384)
@@ -185,12 +195,169 @@ def throughput(v: np.ndarray, n_scalar: int, reps: int) -> dict[str, tuple[float
     return out
 
 
+# -- codec: serialization cost per sketch, v4 against v3 ---------------------------------
+class _V3Sized(LogBuckets):
+    """LogBuckets whose budget is decided by the v3 (adaptive Rice) size, as before v4:
+    the old scale choice and the old cost of a re-fit, for comparison only."""
+
+    __slots__ = ()
+
+    def encoded_size(self) -> int:
+        return len(self._header()) + self.pos.encoded_size_v3() + self.neg.encoded_size_v3()
+
+    def _fit(self):
+        if self._buf:
+            self._flush()
+        elif self._fitted:
+            return None
+        while self.scale > MIN_SCALE and self.pos.span() + self.neg.span() > 8 * self.max_bytes:
+            self._downscale(1)
+        while self.scale > MIN_SCALE and self.encoded_size() > self.max_bytes:
+            self._downscale(1)
+        self._limit = 2 * (self.pos.arr.size + self.neg.arr.size) + 256
+        self._fitted = True
+        return None
+
+    def to_bytes(self) -> bytes:
+        return self._to_bytes_v3()
+
+
+def _per_sketch_median_us(fn: Callable, items: list, reps: int = 3) -> float:
+    """Median over items of the best of ``reps`` timings of ``fn(item)``, in µs."""
+    best = []
+    for it in items:
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn(it)
+            ts.append(time.perf_counter() - t)
+        best.append(min(ts))
+    return statistics.median(best) * 1e6
+
+
+def _codec_population(count: int, seed: int = 7) -> list[np.ndarray]:
+    """Realistic per-key latency streams: lognormal (sigma 0.3-1.0) of 300-30,000 values,
+    most around 3,000, plus some bimodal ones."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        n = int(rng.choice([300, 3000, 3000, 3000, 30000]))
+        if i % 5 == 4:
+            v = np.where(rng.random(n) < 0.7, rng.lognormal(np.log(0.02), 0.3, n), rng.lognormal(np.log(0.3), 0.3, n))
+        else:
+            v = rng.lognormal(np.log(0.04), rng.uniform(0.3, 1.0), n)
+        out.append(v)
+    return out
+
+
+def codec_speed(count: int) -> dict[str, dict[str, float]]:
+    pop = _codec_population(count)
+    res: dict[str, dict[str, float]] = {}
+    for label, cls in (("v3 (adaptive Rice)", _V3Sized), ("v4 (block Rice)", LogBuckets)):
+        sk = []
+        for v in pop:
+            s = cls(1024)
+            s.update_many(v)
+            s.quantiles([0.5])
+            sk.append(s)
+        blobs = [s.to_bytes() for s in sk]
+        r = res[label] = {}
+        r["encoded_size"] = _per_sketch_median_us(lambda s: s.encoded_size(), sk)
+        r["to_bytes"] = _per_sketch_median_us(lambda s: s.to_bytes(), sk)
+        r["from_bytes"] = _per_sketch_median_us(LogBuckets.from_bytes, blobs)
+
+        def update_then_read(s: LogBuckets) -> None:
+            s.update(0.04)
+            s.quantiles([0.5, 0.9, 0.99])
+
+        r["quantiles after update"] = _per_sketch_median_us(update_then_read, sk, reps=1)
+        r["bytes"] = statistics.median(len(b) for b in blobs)
+        if cls is LogBuckets:  # the same buckets in both formats
+            ratio = sorted(len(b) / len(s._to_bytes_v3()) for s, b in zip(sk, blobs))
+            r["v4/v3 size"] = (statistics.median(ratio), ratio[0], ratio[-1])
+        r["buckets"] = statistics.median(len(s.pos) + len(s.neg) for s in sk)
+        r["scale"] = statistics.median(s.scale for s in sk)
+    return res
+
+
+def hot_sketch_memory(n: int, keys: int) -> tuple[float, float]:
+    """tracemalloc bytes per hot (expanded) 1 KiB sketch, lognormal sigma 0.4, fed one
+    value at a time then read: now, and as before v4 (the v3 scale choice, int64
+    arrays: measured with _V3Sized, its arrays counted at 8 bytes per bucket)."""
+    out = []
+    for cls in (LogBuckets, _V3Sized):
+        rng = np.random.default_rng(3)
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        sk = []
+        for _ in range(keys):
+            s = cls(1024)
+            for x in rng.lognormal(np.log(0.04), 0.4, n).tolist():
+                s.update(x)
+            s.quantiles([0.5])
+            sk.append(s)
+        used = (tracemalloc.get_traced_memory()[0] - base) / keys
+        tracemalloc.stop()
+        if cls is _V3Sized:
+            used += sum(st.arr.size * (8 - st.arr.itemsize) for s in sk for st in (s.pos, s.neg)) / keys
+        out.append(used)
+    return out[0], out[1]
+
+
+def buckets_at_1k(n: int) -> list[tuple[str, int, int, int, int, int]]:
+    """(stream, v3 scale, v3 buckets, v4 scale, v4 buckets, v4 bytes) at a 1 KiB budget."""
+    rng = np.random.default_rng(20251122)
+    data = {
+        "lognormal s=0.4": rng.lognormal(np.log(0.04), 0.4, n),
+        "lognormal s=0.8": rng.lognormal(np.log(0.05), 0.8, n),
+        "bimodal": np.where(rng.random(n) < 0.7, rng.lognormal(np.log(0.02), 0.3, n), rng.lognormal(np.log(0.3), 0.3, n)),
+        "uniform": rng.uniform(0.01, 1.0, n),
+    }
+    rows = []
+    for name, v in data.items():
+        old, new = _V3Sized(1024), LogBuckets(1024)
+        old.update_many(v)
+        new.update_many(v)
+        old.quantiles([0.5])
+        new.quantiles([0.5])
+        rows.append((name, old.scale, len(old.pos) + len(old.neg), new.scale, len(new.pos) + len(new.neg), len(new.to_bytes())))
+    return rows
+
+
+def print_codec(quick: bool) -> None:
+    count = 60 if quick else 300
+    res = codec_speed(count)
+    print()
+    print(f"serialization per 1 KiB sketch, median over {count} sketches (µs):")
+    ops = ("encoded_size", "to_bytes", "from_bytes", "quantiles after update")
+    print(f"  {'format':<20}" + "".join(f"{o:>24}" for o in ops) + f"{'bytes':>8}{'buckets':>9}{'scale':>7}")
+    for label, r in res.items():
+        print(f"  {label:<20}" + "".join(f"{r[o]:24.1f}" for o in ops) + f"{r['bytes']:8.0f}{r['buckets']:9.0f}{r['scale']:7.1f}")
+    old, new = res["v3 (adaptive Rice)"], res["v4 (block Rice)"]
+    print(f"  {'speed-up':<20}" + "".join(f"{old[o] / new[o]:23.1f}x" for o in ops))
+    med, lo, hi = new["v4/v3 size"]
+    print(f"  the same buckets in v4: {med:.2f} of their v3 size (median; {lo:.2f}-{hi:.2f})")
+    print()
+    print("buckets kept at 1 KiB (v3 -> v4):")
+    for n in (3000, 100_000 if quick else 1_000_000):
+        for name, s3, b3, s4, b4, nb in buckets_at_1k(n):
+            print(f"  n={n:<9,} {name:<16} scale {s3:3d} -> {s4:3d}   buckets {b3:5d} -> {b4:5d}   ({nb} bytes)")
+    print()
+    for n, keys in ((3000, 20), (300_000 if quick else 1_000_000, 2)):
+        now, before = hot_sketch_memory(n, keys)
+        print(f"hot 1 KiB sketch of {n:,} values: {now:,.0f} bytes in memory (before v4: {before:,.0f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="n = 1e5 per stream (runs in under 2 minutes)")
     ap.add_argument("--n", type=int, default=None, help="values per stream")
     ap.add_argument("--no-p2", action="store_true", help="skip the (pure-Python, slow) P² rows")
+    ap.add_argument("--codec-only", action="store_true", help="only the codec section (no anchor libraries needed)")
     args = ap.parse_args()
+    if args.codec_only:
+        print_codec(args.quick)
+        return
     n = args.n or (100_000 if args.quick else 1_000_000)
     t_start = time.perf_counter()
     data = streams(n)
@@ -271,6 +438,7 @@ def main() -> None:
         + f" batched {tp['ours'][1] / 1e6:.1f}M/s; targets: "
         + ", ".join(f"{k} {'MET' if v else 'MISSED'}" for k, v in ok)
     )
+    print_codec(args.quick)
     print(f"(total {time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
 
 

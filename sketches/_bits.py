@@ -1,12 +1,15 @@
-"""Adaptive Rice coding of small non-negative integers (bucket-count deltas).
+"""Adaptive Rice coding of small non-negative integers: the bucket payload of format v3.
+
+Kept to read version 3 sketches (checkpoints written before v4) and, for tests and
+the benchmark's before/after comparison, to write them; v4 uses ``_blockrice``.
+Why v3 was replaced: its parameter adapts to a running mean (as in LOCO-I), so each
+code depends on all earlier values and coding runs as a pure-Python loop per bucket
+(0.5-2 ms per 1 KiB sketch), paid on every size check, checkpoint and thaw.
 
 Neighbouring bucket counts of a smooth distribution differ by little, so their
-zig-zagged differences are small; an adaptive Rice code spends about
-``log2(typical difference) + 2`` bits on each, roughly half of what a byte-aligned
-varint of the counts needs. That is what lets a 1 KiB sketch keep twice the buckets.
-The parameter adapts to a running mean (as in LOCO-I), so no side information is
-stored; the decoder mirrors the encoder exactly.
-"""
+zig-zagged differences are small; the code spends about ``log2(typical difference)
++ 2`` bits on each, and no side information is stored: the decoder mirrors the
+encoder exactly."""
 
 from __future__ import annotations
 

@@ -9,8 +9,9 @@ separate sections (all unary codes, then all fixed-width fields), so choosing,
 sizing, packing and unpacking are whole-array numpy operations, and the exact size
 is a sum of per-block costs, known without building the stream.
 
-It is also more compact than v3 (10-60 % fewer bits on the same counts; measured in
-``benchmarks/sketches_bench.py``), mostly from three things v3 could not do:
+It is also more compact than v3: the same buckets take 5-55 % fewer bytes (median
+24 %) on the latency sketches of ``benchmarks/sketches_bench.py``, so a budget keeps
+the same or a finer scale. Mostly from three things v3 could not do:
 
 * a block of empty buckets (the gaps of sparse tails) costs one bit;
 * each block picks the best of its zig-zagged neighbour differences and its raw

@@ -22,9 +22,9 @@ counts (``store``/``_blockrice``). Why that code: ``to_bytes`` runs for every di
 key at each checkpoint, and the size decides the scale on every read after an
 update, so sizing, encoding and decoding must be cheap. v4 does all three with
 whole-array numpy operations (and sizes without encoding); the v3 adaptive Rice code
-needed a pure-Python loop per bucket (0.5-2 ms per sketch). v4 is also 2-60 %
-smaller for the same buckets, so a budget keeps the same or a finer scale. Version
-3 bytes (older checkpoints) are still read.
+needed a pure-Python loop per bucket (0.5-2 ms per sketch). v4 is also smaller for
+the same buckets (by a quarter, typically), so a budget keeps the same or a finer
+scale. Version 3 bytes (older checkpoints) are still read.
 
 When every value is a multiple of a decimal step (integer milliseconds stored as
 seconds, say), the sketch notices (exactly, so merge keeps it) and snaps each

@@ -1,4 +1,4 @@
-"""The adaptive Rice code under the bucket stores, and the varint reader."""
+"""The adaptive Rice code of format v3 (still read: older checkpoints), and the varint reader."""
 
 from __future__ import annotations
 
