@@ -191,11 +191,13 @@ class Plan:
         unary[ends] = 0
         # section 4: bit planes of the remainders
         kmax = int(kl.max()) if kl.size else 0
-        if kmax:
+        if not kmax:
+            planes = _EMPTY
+        elif kmax * kv.size <= 4 * int(self.bits) + 4096:  # a matrix of all planes, mostly used
             j = np.arange(kmax, dtype=np.int64)[:, None]
             planes = ((rem >> j) & 1)[j < kv].astype(np.uint8)
-        else:
-            planes = _EMPTY
+        else:  # a few large parameters among small ones: plane by plane (bounded memory)
+            planes = np.concatenate([((rem[kv > j] >> j) & 1).astype(np.uint8) for j in range(kmax)])
         bits = np.concatenate((unary, raw[live].astype(np.uint8), planes, xbits))
         assert bits.size == self.bits
         return np.packbits(bits).tobytes()
@@ -280,16 +282,22 @@ def decode(lo: int, n: int, payload: bytes) -> np.ndarray:
     kmax = int(kl.max()) if nlive else 0
     rem = np.zeros(nv, dtype=np.int64)
     if kmax:
-        j = np.arange(kmax, dtype=np.int64)[:, None]
-        mask = j < kv
-        total = int(np.count_nonzero(mask))
+        total = int(kv.sum())
         if pos + total > nbits:
             raise SketchDecodeError("truncated remainders")
-        planes = np.zeros((kmax, nv), dtype=np.int64)
-        planes[mask] = bits[pos : pos + total]
+        if kmax * nv <= 4 * total + 4096:  # a matrix of all planes, mostly used
+            j = np.arange(kmax, dtype=np.int64)[:, None]
+            planes = np.zeros((kmax, nv), dtype=np.int64)
+            planes[j < kv] = bits[pos : pos + total]
+            planes <<= j
+            np.sum(planes, axis=0, out=rem)
+        else:  # a few large parameters among small ones: plane by plane (bounded memory)
+            at = pos
+            for j in range(kmax):
+                idx = np.flatnonzero(kv > j)
+                rem[idx] |= bits[at : at + idx.size].astype(np.int64) << j
+                at += idx.size
         pos += total
-        planes <<= j
-        np.sum(planes, axis=0, out=rem)
     if nv:
         qmax = int(q.max())
         if qmax > ESCAPE:

@@ -180,3 +180,22 @@ def test_block_alignment_is_absolute():
         _round_trip(lo, c)
     c = np.array([2] + [0] * (3 * BLOCK) + [2], dtype=np.int64)
     assert payload_bits(BLOCK - 1, c) < payload_bits(0, c) + 2 * BLOCK
+
+
+def test_one_huge_parameter_among_small_ones():
+    # one block needs k ~ 50, thousands need k = 0: the planes are coded plane by plane
+    c = np.ones(8000, dtype=np.int64)
+    c[4000:4016] = np.arange(16, dtype=np.int64) * (1 << 50) + (1 << 55)
+    _round_trip(3, c)
+
+
+def test_hostile_large_parameter_cannot_force_a_huge_matrix():
+    # 1,999 blocks at k = 0 and one at k = 61: the remainders are read plane by plane
+    # (a 61 x 32,000 matrix would take 15 MB for a 5 KB payload)
+    blocks = 2000
+    steps = "110" + "0" * (blocks - 2) + "1" * 122 + "0"  # p: 1, 1, ..., 1, then +61: 62
+    values = "10" + "0" * (BLOCK * blocks - 1)  # quotients: 1, then zeros
+    modes = "1" * blocks  # raw
+    planes = "0" * (BLOCK - 1) + "1" + "0" * (60 * BLOCK)  # bit 0 of the last value
+    out = decode(0, blocks * BLOCK, _bits(steps + values + modes + planes))
+    assert out[0] == 1 and out[-1] == 1 and out.sum() == 2
