@@ -46,12 +46,19 @@ _F32_MAX = float(np.finfo(np.float32).max)
 def _row_dtype(metrics: int, wide: bool) -> np.dtype:
     """One history row: snapshot index, sample count, time, log of each metric.
 
-    Index and count are uint32 unless one does not fit (then int64, ``wide``); the logs
-    are float32 (7 significant digits, far below the noise of a measured percentile);
-    the time stays float64 because a reported ``at`` must be exact.
+    Narrow rows (24 bytes for three metrics): uint32 index and count, and the time as a
+    float32 offset from the detector's ``_t0``, used only while that gives back every
+    time exactly (snapshot starts on a whole-second grid do, for a year and more).
+    Wide rows (40 bytes) keep int64 index and count and the float64 time. The logs are
+    float32 either way: 7 significant digits, far below the noise of a percentile.
     """
-    i = "<i8" if wide else "<u4"
-    return np.dtype([("i", i), ("n", i), ("t", "<f8"), ("y", "<f4", (metrics,))])
+    if wide:
+        return np.dtype([("i", "<i8"), ("n", "<i8"), ("t", "<f8"), ("y", "<f4", (metrics,))])
+    return np.dtype([("i", "<u4"), ("n", "<u4"), ("t", "<f4"), ("y", "<f4", (metrics,))])
+
+
+def _wide(rows: np.ndarray) -> bool:
+    return rows.dtype["i"] == np.int64
 
 
 @dataclass(slots=True, frozen=True)
@@ -89,11 +96,11 @@ class SnapshotShiftDetector:
     """Streaming shift detector for one key's percentile snapshots.
 
     Configure once; call ``update`` per closed snapshot; decisions come back in order.
-    Memory is bounded by ``history`` snapshots, kept as one packed array of 28-byte
+    Memory is bounded by ``history`` snapshots, kept as one packed array of 24-byte
     rows (three metrics); the configuration is shared by equally configured detectors.
     """
 
-    __slots__ = ("_p", "_seq", "_base", "_rows", "_len", "_last", "_reported")
+    __slots__ = ("_p", "_seq", "_base", "_rows", "_len", "_t0", "_last", "_reported")
 
     def __init__(
         self,
@@ -142,6 +149,7 @@ class SnapshotShiftDetector:
         #: Accepted snapshots, oldest first: rows [0, _len) of a buffer that grows to ``history``.
         self._rows: np.ndarray | None = None
         self._len = 0
+        self._t0 = 0.0  # narrow rows keep times as float32 offsets from this
         self._last: _Reported | None = None
         #: Indices of reported shifts (the newest 256), None until the first.
         self._reported: array | None = None
@@ -150,27 +158,60 @@ class SnapshotShiftDetector:
 
     def _append(self, seq: int, t: float, count: int, logs: tuple[float, ...]) -> None:
         rows = self._rows
-        n = self._len
-        wide = seq > _U32 or not 0 <= count <= _U32
         if rows is None:
-            rows = self._resize(min(16, self.history), wide)
-        elif wide and rows.dtype["i"] != np.int64:
-            rows = self._resize(len(rows), True)
+            self._t0 = t
+            rows = self._resize(min(16, self.history), False)
+        n = self._len
         if n == len(rows):
             if n < self.history:
-                rows = self._resize(min(2 * n, self.history), False)
+                rows = self._resize(min(2 * n, self.history), _wide(rows))
             else:  # full: drop the oldest
                 rows[:-1] = rows[1:]
-                n -= 1
+                n = self._len = n - 1
+        if not _wide(rows):
+            d = self._offset(seq, t, count)
+            if d is None:
+                rows = self._resize(len(rows), True)
+            else:
+                t = d
         rows[n] = (seq, count, t, logs)
         self._len = n + 1
 
+    def _offset(self, seq: int, t: float, count: int) -> float | None:
+        """``t`` as a float32 offset for a narrow row (rebasing ``_t0`` if that helps), else None."""
+        if seq > _U32 or not 0 <= count <= _U32:
+            return None
+        d = float(np.float32(t - self._t0))
+        if self._t0 + d == t:
+            return d
+        # Rebase on the oldest kept snapshot (the offsets grow with the key's age).
+        n = self._len
+        rows = self._rows[:n]  # type: ignore[index]
+        t0 = self._t0 + float(rows["t"][0]) if n else t
+        ts = rows["t"].astype(np.float64) + self._t0
+        ds = (ts - t0).astype(np.float32)
+        d = float(np.float32(t - t0))
+        if t0 + d != t or not np.array_equal(ds.astype(np.float64) + t0, ts):
+            return None
+        rows["t"] = ds
+        self._t0 = t0
+        return d
+
+    def _times(self, rows: np.ndarray) -> np.ndarray:
+        if _wide(rows):
+            return rows["t"].copy()
+        return rows["t"].astype(np.float64) + self._t0
+
     def _resize(self, capacity: int, wide: bool) -> np.ndarray:
-        old = self._rows
-        wide = wide or (old is not None and old.dtype["i"] == np.int64)
+        old, n = self._rows, self._len
         rows = np.zeros(capacity, dtype=_row_dtype(len(self.metrics), wide))
-        if old is not None:
-            rows[: self._len] = old[: self._len]
+        if old is not None and n:
+            if old.dtype == rows.dtype:
+                rows[:n] = old[:n]
+            else:  # narrow → wide
+                for f in ("i", "n", "y"):
+                    rows[f][:n] = old[f][:n]
+                rows["t"][:n] = self._times(old[:n])
         self._rows = rows
         return rows
 
@@ -217,7 +258,7 @@ class SnapshotShiftDetector:
         rows = rows[k:]
         # Contiguous float64/int64 copies: the arithmetic is the same whatever the packing.
         logs = np.array(rows["y"], dtype=np.float64, order="C")
-        return idx[k:], rows["t"].copy(), rows["n"].astype(np.int64), logs
+        return idx[k:], self._times(rows), rows["n"].astype(np.int64), logs
 
     def _metric_change(self, name: str, y: np.ndarray, c: int) -> tuple[MetricChange, float]:
         mb, ma, _, _, p = ttest(y[:c], y[c:])
@@ -386,7 +427,7 @@ class SnapshotShiftDetector:
             "seq": self._seq,
             "base": self._base,
             "idx": rows["i"].tolist(),
-            "t": rows["t"].tolist(),
+            "t": self._times(rows).tolist(),
             "n": rows["n"].tolist(),
             # The exact float64 value of each float32 log: read back, it is the same float32.
             "logs": rows["y"].astype(np.float64).tolist(),

@@ -203,8 +203,8 @@ def test_history_is_packed_and_configuration_shared():
 
     a, b = SnapshotShiftDetector(), SnapshotShiftDetector()
     run(a, snapshots(150, seed=4))
-    # 120 rows of 28 bytes, no per-row objects (the deques of floats took ~27 KB).
-    assert a._len == a.history == 120 and a._rows.nbytes == 120 * 28
+    # 120 rows of 24 bytes, no per-row objects (the deques of floats took ~27 KB).
+    assert a._len == a.history == 120 and a._rows.nbytes == 120 * 24
     assert sys.getsizeof(a) < 100 and a._reported is None
     assert a._p is b._p and a.min_count == 30 and a.metrics == ("p50", "p90", "p99")
     assert SnapshotShiftDetector(min_count=5)._p is not a._p
@@ -225,4 +225,24 @@ def test_indices_and_counts_beyond_32_bits_are_kept_exactly():
     s = json.loads(d.to_bytes()[1:])
     assert s["idx"][0] == (1 << 40) + 7 and s["idx"][-1] == (1 << 40) + 26
     assert s["n"][:2] == [300, (1 << 33) + 1]
+    assert SnapshotShiftDetector.from_bytes(d.to_bytes()).to_bytes() == d.to_bytes()
+
+
+@pytest.mark.parametrize(
+    "times, wide",
+    [
+        ([k * (1 + 2.0**-20) for k in range(40)], False),  # offsets outgrow float32: rebased
+        ([w * 0.1 for w in range(17_638_000_000, 17_638_000_040)], False),
+        ([1_763_800_000.0 + 1.1 * k for k in range(40)], True),  # no exact float32 offsets
+        ([0.0] + [1_763_800_000.0 + 10 * k for k in range(39)], True),
+    ],
+)
+def test_times_are_kept_exactly(times, wide):
+    import json
+
+    d = SnapshotShiftDetector(history=15)
+    for t, (_, v, c) in zip(times, snapshots(len(times), seed=3)):
+        d.update(t, v, c)
+    assert (d._rows.dtype["t"] == np.float64) == wide
+    assert json.loads(d.to_bytes()[1:])["t"] == times[-15:]
     assert SnapshotShiftDetector.from_bytes(d.to_bytes()).to_bytes() == d.to_bytes()
