@@ -122,7 +122,8 @@ class Output:
 class KeyState:
     """Everything shiftwatch keeps for one key, in bounded memory."""
 
-    __slots__ = ("key", "_alltime", "_cold", "moments", "windows", "detector", "recent", "horizon", "shifts")
+    __slots__ = ("key", "_alltime", "_cold", "moments", "windows", "detector", "recent", "horizon", "_shifts")
+    _SMALL_DICT = {0: 0}.__sizeof__()  # a dict's size with room for 5 entries
 
     def __init__(self, key: str, config: PipelineConfig) -> None:
         self.key = key
@@ -132,10 +133,28 @@ class KeyState:
         self.moments = Moments()
         self.windows: dict[int, Window] = {}
         self.detector = config.detector_factory()
-        self.recent = SnapshotHistory(key, config.recent_snapshots)
+        self.recent = SnapshotHistory(key, config.recent_snapshots, config.snapshot_interval_s)
         #: Windows ending at or before this event time are closed for this key.
         self.horizon = -math.inf
-        self.shifts: list[ShiftEvent] = []
+        self._shifts: list[ShiftEvent] | None = None  # most keys never shift
+
+    @property
+    def shifts(self) -> list[ShiftEvent] | tuple[()]:
+        """The key's newest shift events (at most 16), oldest first."""
+        return self._shifts or ()
+
+    def add_shift(self, ev: ShiftEvent) -> None:
+        if self._shifts is None:
+            self._shifts = []
+        self._shifts.append(ev)
+        if len(self._shifts) > 16:
+            del self._shifts[0]
+
+    def compact_windows(self) -> None:
+        """Drop the slack a burst of open windows left in ``windows`` (dicts never shrink)."""
+        w = self.windows
+        if len(w) <= 5 and w.__sizeof__() > self._SMALL_DICT:
+            self.windows = dict(w.items())
 
     @property
     def alltime(self) -> LogBuckets:
@@ -432,6 +451,7 @@ class Pipeline:
         return snap
 
     def _detect(self, st: KeyState, snap: Snapshot) -> list[ShiftEvent]:
+        st.compact_windows()
         st.recent.append(snap)
         decisions = st.detector.update(snap.start, {"p50": snap.p50, "p90": snap.p90, "p99": snap.p99}, snap.count)
         events: list[ShiftEvent] = []
@@ -462,9 +482,7 @@ class Pipeline:
                 self.stats.shifts_by_key_direction[k] = self.stats.shifts_by_key_direction.get(k, 0) + 1
             else:
                 self.stats.retractions += 1
-            st.shifts.append(ev)
-            if len(st.shifts) > 16:
-                del st.shifts[0]
+            st.add_shift(ev)
             self.recent_shifts.append(ev)
             if len(self.recent_shifts) > 100:
                 del self.recent_shifts[0]

@@ -143,3 +143,31 @@ def test_cold_keys_keep_serialized_sketches_and_answer_the_same():
         a, b = hot.states[k].alltime, cold.states[k].alltime_view()
         assert a.count == b.count
         assert list(a.quantiles([0.1, 0.5, 0.9, 0.99])) == list(b.quantiles([0.1, 0.5, 0.9, 0.99]))
+
+
+def test_recent_snapshots_read_back_as_float32_of_what_was_emitted():
+    events, _ = shift_stream(snapshots=80, shift_snapshot=99, per_snapshot=40, keys=("A",), seed=5)
+    p, snaps, shifts, _ = run(as_messages(events, 100), recent_snapshots=60)
+    st = p.states["A"]
+    assert len(snaps) == 80 and len(st.recent) == 60 and not shifts and st.shifts == ()
+    f32 = lambda x: float(np.float32(x))  # noqa: E731
+    for got, s in zip(st.recent, snaps[-60:]):
+        assert (got.key, got.start, got.end, got.count) == (s.key, s.start, s.end, s.count)
+        assert (got.mean, got.p50, got.p90, got.p99, got.min, got.max) == tuple(
+            f32(x) for x in (s.mean, s.p50, s.p90, s.p99, s.min, s.max)
+        )
+    assert st.recent.column("start") == [s.start for s in snaps[-60:]]
+    assert st.recent.column("p99") == [f32(s.p99) for s in snaps[-60:]]
+    assert st.recent._rows.nbytes == 60 * 32  # window number, count, six float32
+
+
+def test_a_burst_of_open_windows_leaves_no_slack_behind():
+    # A worker catching up reads many windows of a key in one batch; once they close,
+    # the key's window table is small again.
+    events, _ = shift_stream(snapshots=40, shift_snapshot=99, per_snapshot=20, keys=("A",), seed=6)
+    p = Pipeline(PipelineConfig(snapshot_interval_s=10.0, allowed_lateness_s=1000.0))
+    p.feed_many(as_messages(events, 100))
+    st = p.states["A"]
+    assert len(st.windows) > 30
+    p.feed(json.dumps({"key": "A", "value": 1, "ts": T0 + 2000}).encode())
+    assert len(st.windows) == 1 and st.windows.__sizeof__() <= {0: 0}.__sizeof__()
