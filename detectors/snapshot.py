@@ -215,6 +215,37 @@ class SnapshotShiftDetector:
         self._rows = rows
         return rows
 
+    def _load(self, idx: list[Any], ts: list[Any], ns: list[Any], logs: list[Any]) -> None:
+        """All rows of a state at once (``from_bytes``), checked like ``update`` checks one."""
+        m, n = len(self.metrics), len(idx)
+        if not (all(type(v) is int for v in idx) and all(type(v) is int for v in ns)):
+            raise ValueError("bad integer")
+        if not all(type(r) is list and len(r) == m for r in logs):
+            raise ValueError("bad row")
+        i = np.array(idx, dtype=np.int64)
+        c = np.array(ns, dtype=np.int64)
+        t = np.array(ts, dtype=np.float64)
+        y = np.array(logs, dtype=np.float64).reshape(n, m)
+        if i[0] < 0 or i[-1] >= self._seq or (np.diff(i) <= 0).any():
+            raise ValueError("buffer indices out of order")
+        if (c < 0).any() or (c > _MAX_COUNT).any():
+            raise ValueError("bad integer")
+        # Logs are kept as float32 (states written before 2026-11 hold float64 ones).
+        if not (np.isfinite(t).all() and (np.abs(y) < _F32_MAX).all()):
+            raise ValueError("non-finite state")
+        t0 = float(t[0])
+        off = (t - t0).astype(np.float32)
+        wide = int(i[-1]) > _U32 or int(c.max()) > _U32 or not np.array_equal(off.astype(np.float64) + t0, t)
+        cap = min(16, self.history)
+        while cap < n:
+            cap = min(2 * cap, self.history)
+        rows = np.zeros(cap, dtype=_row_dtype(m, wide))
+        rows["i"][:n] = i
+        rows["n"][:n] = c
+        rows["t"][:n] = t if wide else off
+        rows["y"][:n] = y
+        self._rows, self._len, self._t0 = rows, n, t0
+
     def _was_reported(self, index: int) -> bool:
         return self._reported is not None and index in self._reported
 
@@ -468,21 +499,8 @@ class SnapshotShiftDetector:
                 raise ValueError("bad buffers")
             if not len(idx) == len(ts) == len(ns) == len(logs) <= d.history:
                 raise ValueError("inconsistent buffers")
-            prev = -1
-            for i, t, n, row in zip(idx, ts, ns, logs):
-                i = _int(i)
-                if i <= prev or i >= d._seq:
-                    raise ValueError("buffer indices out of order")
-                prev = i
-                t = float(t)
-                n = _int(n)
-                if not isinstance(row, list) or len(row) != len(d.metrics):
-                    raise ValueError("bad row")
-                r = tuple(float(v) for v in row)
-                # Logs are kept as float32 (states written before 2026-11 hold float64).
-                if not (math.isfinite(t) and all(math.isfinite(v) and abs(v) < _F32_MAX for v in r)):
-                    raise ValueError("non-finite state")
-                d._append(i, t, n, r)
+            if idx:
+                d._load(idx, ts, ns, logs)
             last = s["last"]
             if last is not None:
                 if not isinstance(last, list) or len(last) != 6 or last[4] not in ("regression", "improvement"):

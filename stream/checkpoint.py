@@ -4,6 +4,9 @@ A record is ``MAGIC | version | crc32 | body``; the body holds the input offset 
 state reflects and length-prefixed sections (the sketches' and detector's own
 ``to_bytes``). Every length is checked against what is left, so corrupt or hostile
 bytes raise :class:`CheckpointError` — they are reported, never silently reset.
+
+Version 2 keeps the recent snapshots as the history's own packed rows (32 bytes
+each); version 1 records (72-byte float64 snapshots) are still read.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CheckpointError", "encode_key_state", "decode_key_state", "MAGIC", "VERSION"]
 
 MAGIC = b"SWK"
-VERSION = 1
+VERSION = 2
+_READABLE = (1, 2)
 _HEAD = struct.Struct("<3sBI")  # magic, version, crc32 of the body
 _F64 = struct.Struct("<d")
-_SNAP = struct.Struct("<ddq6d")  # start, end, count, mean, p50, p90, p99, min, max
+_SNAP = struct.Struct("<ddq6d")  # version 1: start, end, count, mean, p50, p90, p99, min, max
 _MAX_SECTIONS = 64
 _MAX_RECENT = 10_000
 
@@ -101,9 +105,8 @@ def encode_key_state(st: "KeyState", offset: int) -> bytes:
     for w in sorted(st.windows):
         blob = st.windows[w].to_bytes()
         parts += [_svarint(w), _uvarint(len(blob)), blob]
-    parts.append(_uvarint(len(st.recent)))
-    for snap in st.recent:
-        parts.append(_SNAP.pack(snap.start, snap.end, snap.count, snap.mean, snap.p50, snap.p90, snap.p99, snap.min, snap.max))
+    blob = st.recent.to_bytes()
+    parts += [_uvarint(len(blob)), blob]
     body = b"".join(parts)
     return _HEAD.pack(MAGIC, VERSION, zlib.crc32(body)) + body
 
@@ -117,7 +120,7 @@ def decode_key_state(key: str, data: bytes, config: "PipelineConfig") -> tuple["
     magic, version, crc = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise CheckpointError(f"checkpoint of {key!r} has a foreign header {bytes(magic)!r}")
-    if version != VERSION:
+    if version not in _READABLE:
         raise CheckpointError(f"checkpoint of {key!r} has unsupported version {version}")
     body = bytes(data[_HEAD.size :])
     if zlib.crc32(body) != crc:
@@ -138,12 +141,15 @@ def decode_key_state(key: str, data: bytes, config: "PipelineConfig") -> tuple["
         for _ in range(n_windows):
             w = r.svarint()
             st.windows[w] = Window.from_bytes(r.blob(), config.sketch_bytes)
-        n_recent = r.uvarint()
-        if n_recent > _MAX_RECENT or n_recent * _SNAP.size > len(body) - r.pos:
-            raise CheckpointError(f"checkpoint of {key!r} claims {n_recent} snapshots")
-        for _ in range(n_recent):
-            start, end, count, mean, p50, p90, p99, lo, hi = _SNAP.unpack(r.take(_SNAP.size))
-            st.recent.append(Snapshot(key, start, end, count, mean, p50, p90, p99, lo, hi))
+        if version >= 2:
+            st.recent.restore(r.blob())
+        else:
+            n_recent = r.uvarint()
+            if n_recent > _MAX_RECENT or n_recent * _SNAP.size > len(body) - r.pos:
+                raise CheckpointError(f"checkpoint of {key!r} claims {n_recent} snapshots")
+            for _ in range(n_recent):
+                start, end, count, mean, p50, p90, p99, lo, hi = _SNAP.unpack(r.take(_SNAP.size))
+                st.recent.append(Snapshot(key, start, end, count, mean, p50, p90, p99, lo, hi))
     except CheckpointError:
         raise
     except (ValueError, struct.error, OverflowError, MemoryError) as e:

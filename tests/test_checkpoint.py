@@ -157,3 +157,53 @@ def test_restored_recent_snapshots_read_back_identically():
         assert pb.states[key].recent.column("end") == st.recent.column("end")
     # and a second round trip writes the same bytes
     assert dict(b.checkpoint_records(0)) == dict(a.checkpoint_records(0))
+
+
+def test_version_1_records_with_float64_snapshots_are_still_read():
+    import struct
+    import zlib
+
+    from stream.checkpoint import _SNAP, _uvarint, encode_key_state
+
+    msgs = messages()
+    a = new_state()
+    _, snaps, _ = run_partition(a, msgs, 0, 400)
+    pipe = a.parts[0].pipeline
+    emitted = [json.loads(s) for s in snaps]
+    records = []
+    for key, st in pipe.states.items():
+        rec = encode_key_state(st, 400)
+        assert rec[3] == 2
+        body, blob = rec[8:], st.recent.to_bytes()
+        head = body[: len(body) - len(blob) - len(_uvarint(len(blob)))]
+        # What version 1 wrote: the emitted snapshots, float64 throughout.
+        recent = [s for s in emitted if s["key"] == key][-len(st.recent) :]
+        rows = [_SNAP.pack(*(s[f] for f in ("start", "end", "count", "mean", "p50", "p90", "p99", "min", "max"))) for s in recent]
+        body1 = head + _uvarint(len(rows)) + b"".join(rows)
+        records.append((key.encode(), struct.pack("<3sBI", b"SWK", 1, zlib.crc32(body1)) + body1))
+    b = new_state()
+    assert b.restore(0, records) == 2 and b.stats.checkpoint_errors == 0
+    for key, st in pipe.states.items():
+        assert list(b.parts[0].pipeline.states[key].recent) == list(st.recent)
+    assert run_partition(a, msgs, 400)[:2] == run_partition(b, msgs, 400)[:2]
+    assert dict(b.checkpoint_records(0)) == dict(a.checkpoint_records(0))
+
+
+def test_history_records_are_compact():
+    msgs = messages()
+    a = new_state()
+    run_partition(a, msgs)
+    for _, rec in a.checkpoint_records(0):
+        st, _ = decode_key_state("x", rec, CONFIG)
+        assert len(st.recent) == 60 and len(st.recent.to_bytes()) == 21 + 60 * 32
+
+
+def test_recent_snapshots_keep_their_times_under_another_interval():
+    msgs = messages()
+    a = new_state()
+    run_partition(a, msgs, 0, 200)
+    for key, rec in a.checkpoint_records(0):
+        before = list(a.parts[0].pipeline.states[key.decode()].recent)
+        for cfg in (PipelineConfig(snapshot_interval_s=30.0), PipelineConfig(snapshot_interval_s=10.0, recent_snapshots=5)):
+            st, _ = decode_key_state(key.decode(), rec, cfg)
+            assert list(st.recent) == before[-cfg.recent_snapshots :]
