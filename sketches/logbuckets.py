@@ -517,8 +517,10 @@ class LogBuckets:
         if s.count:
             m = s.mapping
             pb, nb = s.pos.bounds(), s.neg.bounds()
-            lo_ok = (s.min < 0 and nb) or (s.min == 0 and s.zero) or (s.min > 0 and pb and s.min <= m.upper(pb[0]))
-            hi_ok = (s.max > 0 and pb) or (s.max == 0 and s.zero) or (s.max < 0 and nb and -s.max <= m.upper(nb[0]))
+            # min from the lowest occupied group (negatives, zero, positives), max from
+            # the highest: quantiles rely on it (a positive bucket's range stays positive)
+            lo_ok = (s.min < 0) if nb else (s.min == 0) if s.zero else bool(pb and 0 < s.min <= m.upper(pb[0]))
+            hi_ok = (s.max > 0) if pb else (s.max == 0) if s.zero else bool(nb and 0 < -s.max <= m.upper(nb[0]))
             if not (lo_ok and hi_ok):
                 raise SketchDecodeError("min/max inconsistent with the buckets")
         s._limit = 2 * (s.pos.arr.size + s.neg.arr.size) + 256

@@ -385,3 +385,17 @@ def test_v4_span_limit_enforced():
     put_uvarint(out, 8 * 64 + 1)
     with pytest.raises(SketchDecodeError):
         LogBuckets.from_bytes(bytes(out))
+
+
+@pytest.mark.parametrize("values,field,bad", [
+    ([0.0, 1.0], 1, 0.0),  # max 0 although a positive bucket is occupied
+    ([-1.0, 0.0], 0, 0.0),  # min 0 although a negative bucket is occupied
+    ([-2.0, 3.0], 1, -1.0),  # max negative although positives are occupied
+])
+def test_min_max_must_come_from_the_outermost_occupied_buckets(values, field, bad):
+    s = _sketch(values)
+    data = bytearray(s.to_bytes())
+    at = len(s._header()) - 24 + 8 * field  # min, max, sum: the header's last 24 bytes
+    data[at : at + 8] = struct.pack("<d", bad)
+    with pytest.raises(SketchDecodeError, match="min/max"):
+        LogBuckets.from_bytes(bytes(data))
