@@ -114,7 +114,7 @@ class Plan:
         vt = v.reshape(2, nb, BLOCK).transpose(0, 2, 1).copy()
         top = tmax = vt.max(axis=1)
         s = vt.sum(axis=1)
-        if tmax.max() >= _SUM_SAFE:  # the sum may have wrapped: clip for the guess (rare)
+        if counts.dtype.itemsize == 8 and tmax.max() >= _SUM_SAFE:  # a sum may have wrapped: clip (rare)
             s = np.minimum(vt, _SUM_SAFE).sum(axis=1)
             top = np.minimum(top, _SUM_SAFE)
         # Rice parameter: guess from the block mean without its largest value (an
