@@ -31,9 +31,11 @@ with ``nb`` blocks (the first and last may be partial):
    (then the zero) mark an escape;
 3. per non-zero block one mode bit: 1 = raw counts, 0 = zig-zagged differences
    from the previous bucket (the bucket before ``lo`` counts as 0);
-4. per value of the non-zero blocks, its low ``k`` bits;
-5. per escape, a 6-bit length ``L``, then per escape ``(v >> k) - ESCAPE`` in ``L``
-   bits (``L`` minimal: 0 for 0, else the top bit is set);
+4. the low ``k`` bits of the values of the non-zero blocks as bit planes: for
+   ``j = 0, 1, ...``, bit ``j`` of each value (in order) whose ``k`` exceeds ``j``
+   (a plane is one masked numpy selection, whatever the mix of parameters);
+5. for the escapes, the 6-bit length ``L`` of each one's excess ``(v >> k) - ESCAPE``,
+   then the excesses in ``L`` bits each (``L`` minimal: 0 for 0, else the top bit set);
 6. zero bits up to the next byte.
 
 ``unary(u)`` is ``u`` ones then a zero, so sections 1-2 decode together from the
@@ -114,7 +116,7 @@ class Plan:
         vt = v.reshape(2, nb, BLOCK).transpose(0, 2, 1).copy()
         top = tmax = vt.max(axis=1)
         s = vt.sum(axis=1)
-        if counts.dtype.itemsize == 8 and tmax.max() >= _SUM_SAFE:  # a sum may have wrapped: clip (rare)
+        if counts.dtype.itemsize == 8 and tmax.max() >= _SUM_SAFE:  # a sum may have wrapped
             s = np.minimum(vt, _SUM_SAFE).sum(axis=1)
             top = np.minimum(top, _SUM_SAFE)
         # Rice parameter: guess from the block mean without its largest value (an

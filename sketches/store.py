@@ -5,7 +5,7 @@ In memory a dense array over the occupied span (a budgeted sketch's span is at m
 merge is one ``add.reduceat``. The array has the narrowest unsigned dtype that holds
 its largest count (uint8, then uint16, uint32, int64), widened before an add could
 overflow: a hot 1 KiB sketch of a few thousand values holds single-digit counts, and
-int64 would spend 8 bytes on each of its ~2,000 buckets.
+int64 would spend 8 bytes on each of its thousands of buckets.
 
 Serialized dense too: block Rice codes of the counts or of their zig-zagged
 neighbour differences (``_blockrice``; format v4). The adaptive Rice code of v3
