@@ -222,17 +222,13 @@ class _V3Sized(LogBuckets):
         return self._to_bytes_v3()
 
 
-def _per_sketch_median_us(fn: Callable, items: list, reps: int = 3) -> float:
-    """Median over items of the best of ``reps`` timings of ``fn(item)``, in µs."""
-    best = []
-    for it in items:
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            fn(it)
-            ts.append(time.perf_counter() - t)
-        best.append(min(ts))
-    return statistics.median(best) * 1e6
+def _best_us(fn: Callable, item, reps: int) -> float:
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn(item)
+        ts.append(time.perf_counter() - t)
+    return min(ts) * 1e6
 
 
 def _codec_population(count: int, seed: int = 7) -> list[np.ndarray]:
@@ -250,33 +246,46 @@ def _codec_population(count: int, seed: int = 7) -> list[np.ndarray]:
     return out
 
 
-def codec_speed(count: int) -> dict[str, dict[str, float]]:
+def codec_speed(count: int) -> dict[str, dict]:
+    """Per sketch, the best of 3 timings (1 for the update: it changes the sketch), v3
+    and v4 of the same values timed alternately (the machine's speed drifts); medians."""
     pop = _codec_population(count)
-    res: dict[str, dict[str, float]] = {}
-    for label, cls in (("v3 (adaptive Rice)", _V3Sized), ("v4 (block Rice)", LogBuckets)):
-        sk = []
+    labels = {"v3 (adaptive Rice)": _V3Sized, "v4 (block Rice)": LogBuckets}
+    sketches: dict[str, list] = {}
+    for label, cls in labels.items():
+        sk = sketches[label] = []
         for v in pop:
             s = cls(1024)
             s.update_many(v)
             s.quantiles([0.5])
             sk.append(s)
-        blobs = [s.to_bytes() for s in sk]
-        r = res[label] = {}
-        r["encoded_size"] = _per_sketch_median_us(lambda s: s.encoded_size(), sk)
-        r["to_bytes"] = _per_sketch_median_us(lambda s: s.to_bytes(), sk)
-        r["from_bytes"] = _per_sketch_median_us(LogBuckets.from_bytes, blobs)
 
-        def update_then_read(s: LogBuckets) -> None:
-            s.update(0.04)
-            s.quantiles([0.5, 0.9, 0.99])
+    def update_then_read(s: LogBuckets) -> None:
+        s.update(0.04)
+        s.quantiles([0.5, 0.9, 0.99])
 
-        r["quantiles after update"] = _per_sketch_median_us(update_then_read, sk, reps=1)
-        r["bytes"] = statistics.median(len(b) for b in blobs)
-        if cls is LogBuckets:  # the same buckets in both formats
-            ratio = sorted(len(b) / len(s._to_bytes_v3()) for s, b in zip(sk, blobs))
-            r["v4/v3 size"] = (statistics.median(ratio), ratio[0], ratio[-1])
+    ops: dict[str, tuple[Callable, int, bool]] = {
+        "encoded_size": (lambda s: s.encoded_size(), 3, False),
+        "to_bytes": (lambda s: s.to_bytes(), 3, False),
+        "from_bytes": (LogBuckets.from_bytes, 3, True),
+        "quantiles after update": (update_then_read, 1, False),
+    }
+    blobs = {label: [s.to_bytes() for s in sk] for label, sk in sketches.items()}
+    times: dict[str, dict[str, list[float]]] = {label: {op: [] for op in ops} for label in labels}
+    for op, (fn, reps, on_bytes) in ops.items():
+        for i in range(count):
+            for label in labels:
+                item = blobs[label][i] if on_bytes else sketches[label][i]
+                times[label][op].append(_best_us(fn, item, reps))
+    res: dict[str, dict] = {}
+    for label, sk in sketches.items():
+        r = res[label] = {op: statistics.median(ts) for op, ts in times[label].items()}
+        r["bytes"] = statistics.median(len(b) for b in blobs[label])
         r["buckets"] = statistics.median(len(s.pos) + len(s.neg) for s in sk)
         r["scale"] = statistics.median(s.scale for s in sk)
+        if labels[label] is LogBuckets:  # the same buckets in both formats
+            ratio = sorted(len(b) / len(s._to_bytes_v3()) for s, b in zip(sk, blobs[label]))
+            r["v4/v3 size"] = (statistics.median(ratio), ratio[0], ratio[-1])
     return res
 
 

@@ -168,7 +168,7 @@ class Plan:
         b = rows.size * BLOCK - (self.tail if live[-1] else 0)
         vals = self.values.reshape(2 * nb, BLOCK)[rows].ravel()[a:b]
         kl = p[live] - 1
-        kv = np.repeat(kl, BLOCK)[a:b]
+        kv = kl.repeat(BLOCK)[a:b]
         q = vals >> kv
         rem = vals - (q << kv)
         if vals.size and q.max() >= ESCAPE:
@@ -187,7 +187,7 @@ class Plan:
         np.bitwise_xor(dp << 1, dp >> 63, out=dp)
         ends[nb:] = q
         ends += 1
-        np.cumsum(ends, out=ends)
+        ends.cumsum(out=ends)
         unary = np.ones(int(ends[-1]), dtype=np.uint8)
         ends -= 1
         unary[ends] = 0
@@ -253,15 +253,15 @@ def decode(lo: int, n: int, payload: bytes) -> np.ndarray:
     if nb > nbits:  # every block costs at least one bit
         raise SketchDecodeError("more blocks than bits")
     bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8))
-    zeros = np.flatnonzero(bits == 0)
+    zeros = (bits == 0).nonzero()[0]
     if zeros.size < nb:
         raise SketchDecodeError("truncated block parameters")
     u = np.empty(nb, dtype=np.int64)
     u[0] = zeros[0]
     np.subtract(zeros[1:nb], zeros[: nb - 1], out=u[1:])
     u[1:] -= 1
-    p = np.cumsum((u >> 1) ^ -(u & 1))
-    if p.min() < 0 or p.max() > _K_MAX + 1:
+    p = ((u >> 1) ^ -(u & 1)).cumsum()
+    if p.view(np.uint64).max() > _K_MAX + 1:  # (a negative p is a huge unsigned one)
         raise SketchDecodeError("bad block parameter")
     live = p > 0
     nlive = int(np.count_nonzero(live))
@@ -279,7 +279,7 @@ def decode(lo: int, n: int, payload: bytes) -> np.ndarray:
     raw_blk = bits[pos : pos + nlive].astype(bool)
     pos += nlive
     kl = p[live] - 1
-    kv = np.repeat(kl, BLOCK)[a:b]
+    kv = kl.repeat(BLOCK)[a:b]
     # section 4: bit planes (plane j holds bit j of each value with k > j)
     kmax = int(kl.max()) if nlive else 0
     rem = np.zeros(nv, dtype=np.int64)
@@ -292,7 +292,7 @@ def decode(lo: int, n: int, payload: bytes) -> np.ndarray:
             planes = np.zeros((kmax, nv), dtype=np.int64)
             planes[j < kv] = bits[pos : pos + total]
             planes <<= j
-            np.sum(planes, axis=0, out=rem)
+            rem = planes.sum(axis=0)
         else:  # a few large parameters among small ones: plane by plane (bounded memory)
             at = pos
             for j in range(kmax):
@@ -336,12 +336,12 @@ def decode(lo: int, n: int, payload: bytes) -> np.ndarray:
     inc = full >> 1
     inc ^= -(full & 1)
     np.copyto(inc, full, where=rawb)
-    cs = np.cumsum(inc).reshape(nb + 1, BLOCK)
+    cs = inc.cumsum().reshape(nb + 1, BLOCK)
     last = np.maximum.accumulate(np.where(rawb[:, 0], np.arange(nb + 1), 0))[:-1]  # last raw block before
-    cs[1:] += (full[last, BLOCK - 1] - cs[last, BLOCK - 1])[:, None]
+    cs[1:] += (full[:, -1] - cs[:, -1])[last][:, None]
     np.copyto(cs, full, where=rawb)
     counts = cs.ravel()[BLOCK + head : BLOCK + head + n]
-    if counts.min() < 0 or counts.max() > _MAX_COUNT:
+    if counts.view(np.uint64).max() > _MAX_COUNT:  # (negatives too)
         raise SketchDecodeError("bucket count out of range")
     if not counts[0] or not counts[-1]:
         raise SketchDecodeError("bucket span not trimmed")

@@ -327,7 +327,6 @@ class LogBuckets:
         if self.count == 0:
             return out
         self._fit()
-        m = self.mapping
         # All buckets of both arrays in value order: negatives (largest magnitude
         # first), the zero bucket, positives. Empty buckets never hold a rank, so the
         # cumulative counts need no occupancy scan; bounds only for the buckets queried.
@@ -354,15 +353,21 @@ class LogBuckets:
         last = found.pop()
         bucket_of = {k: min(j, last) for k, j in zip(ranks, found)}
 
+        fac = self._f
+
+        def lower(i: int) -> float:  # LogMapping.lower, inlined
+            e = i / fac
+            return _INF if e >= 1024 else 0.0 if e < -1075 else 2.0**e
+
         def bucket(j: int) -> tuple[int, float, float]:
             c = int(counts[j])
             if j < n_neg:
                 i = neg_hi - j
-                return c, -m.upper(i), -m.lower(i)
+                return c, -lower(i + 1), -lower(i)
             if j == n_neg:
                 return c, 0.0, 0.0
             i = pos_lo + j
-            return c, m.lower(i), m.upper(i)
+            return c, lower(i), lower(i + 1)
         lo_v, hi_v = self.min, self.max
         e = self._qexp
         units = 10.0 ** -e if e != _QNONE else 0.0  # lattice points per unit value
@@ -509,14 +514,16 @@ class LogBuckets:
             s.neg = BucketStore.decode_v3(r)
         else:  # v4 writers keep the spans within 8 * max_bytes (see _fit)
             s.pos = BucketStore.decode(r, 8 * max_bytes)
-            s.neg = BucketStore.decode(r, 8 * max_bytes - s.pos.span())
+            s.neg = BucketStore.decode(r, 8 * max_bytes - s.pos.arr.size)  # decoded: exactly the span
         s._fitted = False  # re-checked on first use: the bytes may come from anywhere
         r.end()
         if s.zero + s.pos.total() + s.neg.total() != s.count:
             raise SketchDecodeError("bucket counts do not add up to the count")
         if s.count:
             m = s.mapping
-            pb, nb = s.pos.bounds(), s.neg.bounds()
+            # (decoded arrays are exactly their trimmed spans)
+            pb = (s.pos.offset, s.pos.offset + s.pos.arr.size - 1) if s.pos.arr.size else None
+            nb = (s.neg.offset, s.neg.offset + s.neg.arr.size - 1) if s.neg.arr.size else None
             # min from the lowest occupied group (negatives, zero, positives), max from
             # the highest: quantiles rely on it (a positive bucket's range stays positive)
             lo_ok = (s.min < 0) if nb else (s.min == 0) if s.zero else bool(pb and 0 < s.min <= m.upper(pb[0]))
