@@ -113,3 +113,27 @@ def test_downscale_narrows_and_empty_stores_share_no_memory():
     assert a.arr.nbytes == 0 and a.bounds() is None and not a and len(a) == 0
     a.add(5)
     assert b.arr.size == 0 and a.to_dict() == {5: 1}  # the shared empty array was never written
+
+
+@SETTINGS
+@given(
+    st.dictionaries(
+        st.integers(-5000, 5000),
+        st.one_of(st.integers(1, 3), st.integers(1, 10**6), st.integers(1, 2**60), st.just(2**60)),
+        max_size=60,
+    ),
+    st.integers(-(2**30), 2**30),
+)
+def test_store_bytes_round_trip_with_huge_counts_and_single_buckets(counts, shift):
+    from sketches._varint import Reader
+
+    s = BucketStore()
+    for i, n in counts.items():
+        s.add(i + shift, n)
+    out = bytearray()
+    s.encode(out)
+    assert len(out) == s.encoded_size()
+    r = Reader(bytes(out))
+    back = BucketStore.decode(r, max_span=1 << 20)
+    r.end()
+    assert back == s and back.to_dict() == {i + shift: n for i, n in counts.items()}
