@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from array import array
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,8 +43,7 @@ _MAX_COUNT = 1 << 62
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-@lru_cache(maxsize=16)
-def _row_dtype(metrics: int, wide: bool) -> np.dtype:
+class _Layout:
     """One history row: snapshot index, sample count, time, log of each metric.
 
     Narrow rows (24 bytes for three metrics): uint32 index and count, and the time as a
@@ -51,14 +51,21 @@ def _row_dtype(metrics: int, wide: bool) -> np.dtype:
     time exactly (snapshot starts on a whole-second grid do, for a year and more).
     Wide rows (40 bytes) keep int64 index and count and the float64 time. The logs are
     float32 either way: 7 significant digits, far below the noise of a percentile.
+    Rows are written one at a time with ``row`` and read in bulk through ``dtype``.
     """
-    if wide:
-        return np.dtype([("i", "<i8"), ("n", "<i8"), ("t", "<f8"), ("y", "<f4", (metrics,))])
-    return np.dtype([("i", "<u4"), ("n", "<u4"), ("t", "<f4"), ("y", "<f4", (metrics,))])
+
+    __slots__ = ("wide", "row", "size", "dtype")
+
+    def __init__(self, metrics: int, wide: bool) -> None:
+        self.wide = wide
+        self.row = struct.Struct(f"<qqd{metrics}f" if wide else f"<IIf{metrics}f")
+        self.size = self.row.size
+        i, t = ("<i8", "<f8") if wide else ("<u4", "<f4")
+        self.dtype = np.dtype([("i", i), ("n", i), ("t", t), ("y", "<f4", (metrics,))])
+        assert self.dtype.itemsize == self.size
 
 
-def _wide(rows: np.ndarray) -> bool:
-    return rows.dtype["i"] == np.int64
+_layout = lru_cache(maxsize=16)(_Layout)
 
 
 @dataclass(slots=True, frozen=True)
@@ -100,7 +107,7 @@ class SnapshotShiftDetector:
     rows (three metrics); the configuration is shared by equally configured detectors.
     """
 
-    __slots__ = ("_p", "_seq", "_base", "_rows", "_len", "_t0", "_last", "_reported")
+    __slots__ = ("_p", "_seq", "_base", "_lay", "_buf", "_len", "_t0", "_last", "_reported")
 
     def __init__(
         self,
@@ -147,7 +154,8 @@ class SnapshotShiftDetector:
         self._seq = 0
         self._base = 0  # index of the first snapshot of the current regime
         #: Accepted snapshots, oldest first: rows [0, _len) of a buffer that grows to ``history``.
-        self._rows: np.ndarray | None = None
+        self._lay = _layout(len(self.metrics), False)
+        self._buf: bytearray | None = None
         self._len = 0
         self._t0 = 0.0  # narrow rows keep times as float32 offsets from this
         self._last: _Reported | None = None
@@ -156,25 +164,31 @@ class SnapshotShiftDetector:
 
     # ------------------------------------------------------------------ buffer
 
+    def _rows(self) -> np.ndarray:
+        """The kept rows as a structured array (a view: writes go to the buffer)."""
+        if self._buf is None:
+            return np.zeros(0, dtype=self._lay.dtype)
+        return np.frombuffer(self._buf, dtype=self._lay.dtype, count=self._len)
+
     def _append(self, seq: int, t: float, count: int, logs: tuple[float, ...]) -> None:
-        rows = self._rows
-        if rows is None:
+        if self._buf is None:
             self._t0 = t
-            rows = self._resize(min(16, self.history), False)
-        n = self._len
-        if n == len(rows):
+            self._resize(min(16, self.history), False)
+        lay, buf, n = self._lay, self._buf, self._len
+        size = lay.size
+        if (n + 1) * size > len(buf):  # type: ignore[arg-type]
             if n < self.history:
-                rows = self._resize(min(2 * n, self.history), _wide(rows))
+                self._resize(min(2 * n, self.history), lay.wide)
             else:  # full: drop the oldest
-                rows[:-1] = rows[1:]
+                buf[:-size] = buf[size:]  # type: ignore[index]
                 n = self._len = n - 1
-        if not _wide(rows):
+        if not self._lay.wide:
             d = self._offset(seq, t, count)
             if d is None:
-                rows = self._resize(len(rows), True)
+                self._resize(len(self._buf) // size, True)  # type: ignore[arg-type]
             else:
                 t = d
-        rows[n] = (seq, count, t, logs)
+        self._lay.row.pack_into(self._buf, n * self._lay.size, seq, count, t, *logs)  # type: ignore[arg-type]
         self._len = n + 1
 
     def _offset(self, seq: int, t: float, count: int) -> float | None:
@@ -185,10 +199,9 @@ class SnapshotShiftDetector:
         if self._t0 + d == t:
             return d
         # Rebase on the oldest kept snapshot (the offsets grow with the key's age).
-        n = self._len
-        rows = self._rows[:n]  # type: ignore[index]
-        t0 = self._t0 + float(rows["t"][0]) if n else t
-        ts = rows["t"].astype(np.float64) + self._t0
+        rows = self._rows()
+        ts = self._times(rows)
+        t0 = float(ts[0]) if len(ts) else t
         ds = (ts - t0).astype(np.float32)
         d = float(np.float32(t - t0))
         if t0 + d != t or not np.array_equal(ds.astype(np.float64) + t0, ts):
@@ -198,22 +211,25 @@ class SnapshotShiftDetector:
         return d
 
     def _times(self, rows: np.ndarray) -> np.ndarray:
-        if _wide(rows):
+        if self._lay.wide:
             return rows["t"].copy()
         return rows["t"].astype(np.float64) + self._t0
 
-    def _resize(self, capacity: int, wide: bool) -> np.ndarray:
-        old, n = self._rows, self._len
-        rows = np.zeros(capacity, dtype=_row_dtype(len(self.metrics), wide))
-        if old is not None and n:
-            if old.dtype == rows.dtype:
-                rows[:n] = old[:n]
+    def _resize(self, capacity: int, wide: bool) -> None:
+        lay = _layout(len(self.metrics), wide)
+        buf = bytearray(capacity * lay.size)
+        n = self._len
+        if n:
+            if lay is self._lay:
+                buf[: n * lay.size] = self._buf[: n * lay.size]  # type: ignore[index]
             else:  # narrow → wide
+                old = self._rows()
+                new = np.frombuffer(buf, dtype=lay.dtype, count=n)
                 for f in ("i", "n", "y"):
-                    rows[f][:n] = old[f][:n]
-                rows["t"][:n] = self._times(old[:n])
-        self._rows = rows
-        return rows
+                    new[f] = old[f]
+                new["t"] = self._times(old)
+                del old, new
+        self._lay, self._buf = lay, buf
 
     def _load(self, idx: list[Any], ts: list[Any], ns: list[Any], logs: list[Any]) -> None:
         """All rows of a state at once (``from_bytes``), checked like ``update`` checks one."""
@@ -239,12 +255,15 @@ class SnapshotShiftDetector:
         cap = min(16, self.history)
         while cap < n:
             cap = min(2 * cap, self.history)
-        rows = np.zeros(cap, dtype=_row_dtype(m, wide))
-        rows["i"][:n] = i
-        rows["n"][:n] = c
-        rows["t"][:n] = t if wide else off
-        rows["y"][:n] = y
-        self._rows, self._len, self._t0 = rows, n, t0
+        lay = _layout(m, wide)
+        buf = bytearray(cap * lay.size)
+        rows = np.frombuffer(buf, dtype=lay.dtype, count=n)
+        rows["i"] = i
+        rows["n"] = c
+        rows["t"] = t if wide else off
+        rows["y"] = y
+        del rows
+        self._lay, self._buf, self._len, self._t0 = lay, buf, n, t0
 
     def _was_reported(self, index: int) -> bool:
         return self._reported is not None and index in self._reported
@@ -283,7 +302,7 @@ class SnapshotShiftDetector:
     # ------------------------------------------------------------------ internals
 
     def _arrays(self, start_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        rows = self._rows[: self._len]  # type: ignore[index]
+        rows = self._rows()
         idx = rows["i"].astype(np.int64)
         k = int(np.searchsorted(idx, start_index))
         rows = rows[k:]
@@ -397,7 +416,7 @@ class SnapshotShiftDetector:
         last = self._last
         if last is None:
             return None
-        newest = int(self._rows[self._len - 1]["i"])  # type: ignore[index]
+        newest = self._lay.row.unpack_from(self._buf, (self._len - 1) * self._lay.size)[0]  # type: ignore[arg-type]
         if newest - last.report_index > self.revalidate:
             self._last = None
             return None
@@ -452,7 +471,7 @@ class SnapshotShiftDetector:
     def to_bytes(self) -> bytes:
         """Version byte, then JSON of config and bounded state (deterministic)."""
         last = self._last
-        rows = self._rows[: self._len] if self._rows is not None else np.zeros(0, _row_dtype(len(self.metrics), False))
+        rows = self._rows()
         state = {
             "config": self._config(),
             "seq": self._seq,

@@ -26,15 +26,13 @@ __all__ = ["SnapshotHistory", "VALUE_FIELDS"]
 VALUE_FIELDS = ("mean", "p50", "p90", "p99", "min", "max")
 _NARROW = np.dtype([("w", "<i4"), ("count", "<u4"), ("v", "<f4", (6,))])
 _WIDE = np.dtype([("start", "<f8"), ("end", "<f8"), ("count", "<i8"), ("v", "<f4", (6,))])
+_NARROW_ROW = struct.Struct("<iI6f")  # rows are written and read one at a time through these
+_WIDE_ROW = struct.Struct("<ddq6f")
 _F32_MAX = float(np.finfo(np.float32).max)
 _I32 = 1 << 31
 _U32 = 0xFFFFFFFF
 _HEAD = struct.Struct("<BdqI")  # layout (0 narrow, 1 wide), interval, w0, rows
 _MAX_ROWS = 10_000
-
-
-def _narrow(rows: np.ndarray) -> bool:
-    return rows.dtype.names[0] == "w"  # type: ignore[index]
 
 
 def _widen(rows: np.ndarray, w0: int, interval: float) -> np.ndarray:
@@ -56,7 +54,7 @@ def _f32(x: float) -> float:
 
 
 class SnapshotHistory:
-    __slots__ = ("key", "maxlen", "interval", "_w0", "_rows", "_len")
+    __slots__ = ("key", "maxlen", "interval", "_w0", "_wide", "_buf", "_len")
 
     def __init__(self, key: str, maxlen: int, interval: float | None = None) -> None:
         self.key = key
@@ -64,33 +62,42 @@ class SnapshotHistory:
         #: The pipeline's snapshot interval; None: no grid, rows keep start and end.
         self.interval = interval if interval is not None and 0 < interval < math.inf else None
         self._w0 = 0  # window number of narrow row w = 0
-        self._rows: np.ndarray | None = None
+        self._wide = False
+        self._buf: bytearray | None = None  # rows [0, _len), room for up to maxlen
         self._len = 0
 
     # -- writing ---------------------------------------------------------
     def append(self, s: Snapshot) -> None:
         if self.maxlen <= 0:
             return
-        rows, n = self._rows, self._len
         w = self._window(s)
-        if rows is None:
+        if self._buf is None:
             if w is not None:
                 self._w0 = w
-            rows = self._resize(min(8, self.maxlen), _NARROW if w is not None else _WIDE)
-        elif _narrow(rows) and (w is None or not -_I32 <= w - self._w0 < _I32):
-            rows = self._resize(len(rows), _WIDE)
-        if n == len(rows):
+            self._resize(min(8, self.maxlen), w is None)
+        elif not self._wide and (w is None or not -_I32 <= w - self._w0 < _I32):
+            self._resize(self._capacity(), True)
+        buf, n = self._buf, self._len
+        size = _WIDE_ROW.size if self._wide else _NARROW_ROW.size
+        if (n + 1) * size > len(buf):  # type: ignore[arg-type]
             if n < self.maxlen:
-                rows = self._resize(min(2 * n, self.maxlen), rows.dtype)
+                self._resize(min(2 * n, self.maxlen), self._wide)
+                buf = self._buf
             else:  # full: drop the oldest
-                rows[:-1] = rows[1:]
+                buf[:-size] = buf[size:]  # type: ignore[index]
                 n -= 1
-        values = (_f32(s.mean), _f32(s.p50), _f32(s.p90), _f32(s.p99), _f32(s.min), _f32(s.max))
-        if _narrow(rows):
-            rows[n] = (w - self._w0, s.count, values)  # type: ignore[operator]
-        else:
-            rows[n] = (s.start, s.end, s.count, values)
+        values = (s.mean, s.p50, s.p90, s.p99, s.min, s.max)
+        try:
+            self._pack(buf, n, s, w, values)  # type: ignore[arg-type]
+        except OverflowError:  # a finite value beyond float32
+            self._pack(buf, n, s, w, tuple(_f32(v) for v in values))  # type: ignore[arg-type]
         self._len = n + 1
+
+    def _pack(self, buf: bytearray, n: int, s: Snapshot, w: int | None, values: tuple[float, ...]) -> None:
+        if self._wide:
+            _WIDE_ROW.pack_into(buf, n * _WIDE_ROW.size, s.start, s.end, s.count, *values)
+        else:
+            _NARROW_ROW.pack_into(buf, n * _NARROW_ROW.size, w - self._w0, s.count, *values)  # type: ignore[operator]
 
     def _window(self, s: Snapshot) -> int | None:
         """The window number of ``s`` if its start and end are exactly on the grid."""
@@ -102,13 +109,26 @@ class SnapshotHistory:
             return None
         return w
 
-    def _resize(self, capacity: int, dtype: np.dtype) -> np.ndarray:
-        old, n = self._rows, self._len
-        rows = np.zeros(capacity, dtype=dtype)
-        if old is not None and n:
-            rows[:n] = old[:n] if old.dtype == dtype else _widen(old[:n], self._w0, self.interval)  # type: ignore[arg-type]
-        self._rows = rows
-        return rows
+    def _capacity(self) -> int:
+        return len(self._buf) // (_WIDE if self._wide else _NARROW).itemsize if self._buf is not None else 0
+
+    def _rows(self) -> np.ndarray:
+        """The rows as a structured array (a view of the buffer)."""
+        dtype = _WIDE if self._wide else _NARROW
+        if self._buf is None:
+            return np.zeros(0, dtype=dtype)
+        return np.frombuffer(self._buf, dtype=dtype, count=self._len)
+
+    def _resize(self, capacity: int, wide: bool) -> None:
+        n = self._len
+        buf = bytearray(capacity * (_WIDE if wide else _NARROW).itemsize)
+        if n:
+            old = self._rows()
+            np.frombuffer(buf, dtype=_WIDE if wide else _NARROW, count=n)[:] = (
+                old if wide == self._wide else _widen(old, self._w0, self.interval)  # type: ignore[arg-type]
+            )
+            del old
+        self._buf, self._wide = buf, wide
 
     # -- reading ---------------------------------------------------------
     def __len__(self) -> int:
@@ -123,31 +143,27 @@ class SnapshotHistory:
             i += n
         if not 0 <= i < n:
             raise IndexError("snapshot history index out of range")
-        row = self._rows[i]  # type: ignore[index]
-        mean, p50, p90, p99, lo, hi = row["v"].tolist()
-        if _narrow(self._rows):  # type: ignore[arg-type]
-            w = self._w0 + int(row["w"])
-            start, end = w * self.interval, (w + 1) * self.interval  # type: ignore[operator]
+        if self._wide:
+            start, end, count, mean, p50, p90, p99, lo, hi = _WIDE_ROW.unpack_from(self._buf, i * _WIDE_ROW.size)  # type: ignore[arg-type]
         else:
-            start, end = float(row["start"]), float(row["end"])
-        return Snapshot(self.key, start, end, int(row["count"]), mean, p50, p90, p99, lo, hi)
+            w, count, mean, p50, p90, p99, lo, hi = _NARROW_ROW.unpack_from(self._buf, i * _NARROW_ROW.size)  # type: ignore[arg-type]
+            w += self._w0
+            start, end = w * self.interval, (w + 1) * self.interval  # type: ignore[operator]
+        return Snapshot(self.key, start, end, count, mean, p50, p90, p99, lo, hi)
 
     def __iter__(self) -> Iterator[Snapshot]:
         for i in range(len(self)):
             yield self[i]
 
     def column(self, name: str) -> list[float]:
-        rows = self._rows
-        if rows is None:
-            return []
-        rows = rows[: self._len]
+        rows = self._rows()
         if name in VALUE_FIELDS:
             return rows["v"][:, VALUE_FIELDS.index(name)].tolist()
         if name == "count":
             return [float(c) for c in rows["count"].tolist()]
         if name not in ("start", "end"):
             raise ValueError(f"no column {name!r}")
-        if not _narrow(rows):
+        if self._wide:
             return rows[name].tolist()
         w = rows["w"].astype(np.int64) + (self._w0 + (name == "end"))
         return (w.astype(np.float64) * self.interval).tolist()
@@ -155,11 +171,9 @@ class SnapshotHistory:
     # -- checkpoint form -------------------------------------------------
     def to_bytes(self) -> bytes:
         """Layout, w0, row count, then the rows as stored (little-endian)."""
-        rows = self._rows
-        if rows is None:
-            return _HEAD.pack(0, 0.0, 0, 0)
-        head = _HEAD.pack(0 if _narrow(rows) else 1, self.interval or 0.0, self._w0, self._len)
-        return head + rows[: self._len].tobytes()
+        n = self._len * (_WIDE if self._wide else _NARROW).itemsize
+        head = _HEAD.pack(int(self._wide), self.interval or 0.0, self._w0, self._len)
+        return head + (bytes(self._buf[:n]) if self._buf is not None else b"")
 
     def restore(self, data: bytes) -> None:
         """Replace the contents with ``to_bytes`` output; ``ValueError`` if malformed."""
@@ -180,10 +194,8 @@ class SnapshotHistory:
         if n > self.maxlen:
             rows = rows[n - self.maxlen :]
             n = self.maxlen
-        self._w0 = w0
-        self._rows = None
-        self._len = 0
+        self._w0, self._wide, self._buf, self._len = w0, dtype is _WIDE, None, 0
         if n:
-            self._rows = np.zeros(max(n, min(8, self.maxlen)), dtype=dtype)
-            self._rows[:n] = rows
-            self._len = n
+            buf = bytearray(max(n, min(8, self.maxlen)) * dtype.itemsize)
+            np.frombuffer(buf, dtype=dtype, count=n)[:] = rows
+            self._buf, self._len = buf, n
