@@ -34,7 +34,8 @@ from .records import Direction, MetricChange, ShiftDecision
 
 __all__ = ["SnapshotShiftDetector"]
 
-_VERSION = 1
+_VERSION = 2
+_HEAD_LEN = struct.Struct("<I")
 _MAX_BYTES = 4 << 20
 _FLOOR = 1e-12  # log floor for zero latencies
 _MAX_REPORTED = 256
@@ -232,16 +233,20 @@ class SnapshotShiftDetector:
         self._lay, self._buf = lay, buf
 
     def _load(self, idx: list[Any], ts: list[Any], ns: list[Any], logs: list[Any]) -> None:
-        """All rows of a state at once (``from_bytes``), checked like ``update`` checks one."""
+        """All rows of a version-1 (JSON) state at once, checked like ``update`` checks one."""
         m, n = len(self.metrics), len(idx)
         if not (all(type(v) is int for v in idx) and all(type(v) is int for v in ns)):
             raise ValueError("bad integer")
         if not all(type(r) is list and len(r) == m for r in logs):
             raise ValueError("bad row")
-        i = np.array(idx, dtype=np.int64)
-        c = np.array(ns, dtype=np.int64)
-        t = np.array(ts, dtype=np.float64)
-        y = np.array(logs, dtype=np.float64).reshape(n, m)
+        self._load_arrays(
+            np.array(idx, dtype=np.int64), np.array(ts, dtype=np.float64), np.array(ns, dtype=np.int64), np.array(logs, dtype=np.float64).reshape(n, m)
+        )
+
+    def _load_arrays(self, i: np.ndarray, t: np.ndarray, c: np.ndarray, y: np.ndarray, layout: tuple[bool, float] | None = None) -> None:
+        """Install rows; ``layout`` (wide, t0) restores the exact in-memory form a version-2
+        state was written from, so it re-encodes to the same bytes."""
+        n, m = len(i), len(self.metrics)
         if i[0] < 0 or i[-1] >= self._seq or (np.diff(i) <= 0).any():
             raise ValueError("buffer indices out of order")
         if (c < 0).any() or (c > _MAX_COUNT).any():
@@ -249,9 +254,15 @@ class SnapshotShiftDetector:
         # Logs are kept as float32 (states written before 2026-11 hold float64 ones).
         if not (np.isfinite(t).all() and (np.abs(y) < _F32_MAX).all()):
             raise ValueError("non-finite state")
-        t0 = float(t[0])
+        t0 = float(t[0]) if layout is None else layout[1]
         off = (t - t0).astype(np.float32)
-        wide = int(i[-1]) > _U32 or int(c.max()) > _U32 or not np.array_equal(off.astype(np.float64) + t0, t)
+        narrow_ok = int(i[-1]) <= _U32 and int(c.max()) <= _U32 and np.array_equal(off.astype(np.float64) + t0, t)
+        if layout is None:
+            wide = not narrow_ok
+        else:
+            wide = layout[0]
+            if not (wide or narrow_ok):
+                raise ValueError("bad row layout")
         cap = min(16, self.history)
         while cap < n:
             cap = min(2 * cap, self.history)
@@ -469,7 +480,31 @@ class SnapshotShiftDetector:
         }
 
     def to_bytes(self) -> bytes:
-        """Version byte, then JSON of config and bounded state (deterministic)."""
+        """Version 2: a small JSON header (config, counters, the last shift, the row
+        layout), then the history rows exactly as kept in memory (little-endian, 24
+        bytes per snapshot for three metrics). Deterministic; about a third of the JSON
+        form's size and a fraction of its encoding time — a worker checkpoints every
+        busy key every interval."""
+        last = self._last
+        n = self._len if self._buf is not None else 0
+        header = {
+            "config": self._config(),
+            "seq": self._seq,
+            "base": self._base,
+            "rows": n,
+            "wide": self._lay.wide,
+            "t0": self._t0,
+            "last": None
+            if last is None
+            else [last.index, last.at, last.base, last.report_index, last.direction, list(last.metrics)],
+            "reported": self._reported.tolist() if self._reported is not None else [],
+        }
+        head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+        body = bytes(self._buf[: n * self._lay.size]) if n else b""  # type: ignore[index]
+        return b"".join((bytes([_VERSION]), _HEAD_LEN.pack(len(head)), head, body))
+
+    def _to_bytes_v1(self) -> bytes:
+        """The version-1 form (JSON throughout), kept to test that it is still read."""
         last = self._last
         rows = self._rows()
         state = {
@@ -486,12 +521,21 @@ class SnapshotShiftDetector:
             else [last.index, last.at, last.base, last.report_index, last.direction, list(last.metrics)],
             "reported": self._reported.tolist() if self._reported is not None else [],
         }
-        return seal(_VERSION, state, allow_nan=False)
+        return seal(1, state, allow_nan=False)
 
     @classmethod
     def from_bytes(cls, b: bytes) -> "SnapshotShiftDetector":
-        """Inverse of ``to_bytes``; ``ValueError`` on anything malformed."""
-        body = open_envelope(b, _VERSION, _MAX_BYTES)
+        """Inverse of ``to_bytes`` (versions 1 and 2); ``ValueError`` on anything malformed."""
+        if isinstance(b, (bytes, bytearray, memoryview)) and len(b) and b[0] == 1:
+            body = open_envelope(b, 1, _MAX_BYTES)
+            columns = None
+        else:
+            body = open_envelope(b, _VERSION, _MAX_BYTES)
+            if len(body) < _HEAD_LEN.size:
+                raise ValueError("truncated state")
+            (k,) = _HEAD_LEN.unpack_from(body)
+            columns = body[_HEAD_LEN.size + k :]
+            body = body[_HEAD_LEN.size : _HEAD_LEN.size + k]
         try:
             s = json.loads(body.decode("utf-8"))
             cfg = s["config"]
@@ -513,13 +557,27 @@ class SnapshotShiftDetector:
                 raise ValueError("configuration too large")
             d._seq = _int(s["seq"])
             d._base = _int(s["base"])
-            idx, ts, ns, logs = s["idx"], s["t"], s["n"], s["logs"]
-            if not (isinstance(idx, list) and isinstance(ts, list) and isinstance(ns, list) and isinstance(logs, list)):
-                raise ValueError("bad buffers")
-            if not len(idx) == len(ts) == len(ns) == len(logs) <= d.history:
-                raise ValueError("inconsistent buffers")
-            if idx:
-                d._load(idx, ts, ns, logs)
+            if columns is None:
+                idx, ts, ns, logs = s["idx"], s["t"], s["n"], s["logs"]
+                if not (isinstance(idx, list) and isinstance(ts, list) and isinstance(ns, list) and isinstance(logs, list)):
+                    raise ValueError("bad buffers")
+                if not len(idx) == len(ts) == len(ns) == len(logs) <= d.history:
+                    raise ValueError("inconsistent buffers")
+                if idx:
+                    d._load(idx, ts, ns, logs)
+            else:
+                n, wide, t0 = _int(s["rows"]), s["wide"], s["t0"]
+                if type(wide) is not bool or type(t0) not in (int, float) or not math.isfinite(t0):
+                    raise ValueError("bad row layout")
+                lay = _layout(len(d.metrics), wide)
+                if n > d.history or len(columns) != n * lay.size:
+                    raise ValueError("inconsistent buffers")
+                if n:
+                    rows = np.frombuffer(columns, lay.dtype, n)
+                    t = rows["t"].astype(np.float64) + (0.0 if wide else float(t0))
+                    d._load_arrays(rows["i"].astype(np.int64), t, rows["n"].astype(np.int64), rows["y"].astype(np.float64), (wide, float(t0)))
+                else:
+                    d._t0, d._lay = float(t0), lay
             last = s["last"]
             if last is not None:
                 if not isinstance(last, list) or len(last) != 6 or last[4] not in ("regression", "improvement"):

@@ -106,9 +106,11 @@ def test_state_round_trip_mid_stream_gives_identical_decisions():
     for i, (t, v, c) in enumerate(snaps):
         if i % 7 == 3:
             b = d.to_bytes()
-            assert b[0] == 1
+            assert b[0] == 2
             d = SnapshotShiftDetector.from_bytes(b)
             assert d.to_bytes() == b
+            # states written by earlier releases (version 1, JSON) read back the same
+            assert SnapshotShiftDetector.from_bytes(d._to_bytes_v1()).to_bytes() == b
         got += [(i, x) for x in d.update(t, v, c)]
     assert got == ref and len(ref) == 1
 
@@ -141,6 +143,21 @@ def test_missing_or_non_finite_metrics_are_skipped():
     assert d.update(0.0, {"p50": 0.01}, 100) == []
     assert d.update(1.0, {"p50": float("nan"), "p90": 1.0, "p99": 1.0}, 100) == []
     assert SnapshotShiftDetector.from_bytes(d.to_bytes()).to_bytes() == d.to_bytes()
+    assert SnapshotShiftDetector.from_bytes(d._to_bytes_v1()).to_bytes() == d.to_bytes()
+
+
+def test_binary_state_is_compact_and_corruption_is_refused():
+    d = SnapshotShiftDetector()
+    run(d, snapshots(150, seed=4))
+    b, v1 = d.to_bytes(), d._to_bytes_v1()
+    assert len(b) < len(v1) / 2 and len(b) < 3300  # 120 rows x 24 bytes plus a small header
+    for cut in (1, 5, len(b) // 2, len(b) - 1):
+        with pytest.raises(ValueError):
+            SnapshotShiftDetector.from_bytes(b[:cut])
+    with pytest.raises(ValueError):
+        SnapshotShiftDetector.from_bytes(b + b"\0")
+    with pytest.raises(ValueError):
+        SnapshotShiftDetector.from_bytes(bytes([3]) + b[1:])
 
 
 @pytest.mark.parametrize("length", [6, 8])
@@ -178,7 +195,7 @@ def _full_precision_state(det, snaps):
     import json
     import math
 
-    b = det.to_bytes()
+    b = det._to_bytes_v1()
     s = json.loads(b[1:])
     by_t = {t: v for t, v, _ in snaps}
     s["logs"] = [[math.log(max(by_t[t][m], 1e-12)) for m in det.metrics] for t in s["t"]]
@@ -216,13 +233,13 @@ def test_indices_and_counts_beyond_32_bits_are_kept_exactly():
     import json
 
     d = SnapshotShiftDetector()
-    s = json.loads(d.to_bytes()[1:])
+    s = json.loads(d._to_bytes_v1()[1:])
     s["seq"] = (1 << 40) + 7
     d = SnapshotShiftDetector.from_bytes(bytes([1]) + json.dumps(s).encode())
     snaps = snapshots(20, seed=2)
     for i, (t, v, c) in enumerate(snaps):
         d.update(t, v, (1 << 33) + i if i % 2 else c)
-    s = json.loads(d.to_bytes()[1:])
+    s = json.loads(d._to_bytes_v1()[1:])
     assert s["idx"][0] == (1 << 40) + 7 and s["idx"][-1] == (1 << 40) + 26
     assert s["n"][:2] == [300, (1 << 33) + 1]
     assert SnapshotShiftDetector.from_bytes(d.to_bytes()).to_bytes() == d.to_bytes()
@@ -244,5 +261,5 @@ def test_times_are_kept_exactly(times, wide):
     for t, (_, v, c) in zip(times, snapshots(len(times), seed=3)):
         d.update(t, v, c)
     assert d._lay.wide == wide
-    assert json.loads(d.to_bytes()[1:])["t"] == times[-15:]
+    assert json.loads(d._to_bytes_v1()[1:])["t"] == times[-15:]
     assert SnapshotShiftDetector.from_bytes(d.to_bytes()).to_bytes() == d.to_bytes()
