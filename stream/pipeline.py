@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -122,7 +123,10 @@ class Output:
 class KeyState:
     """Everything shiftwatch keeps for one key, in bounded memory."""
 
-    __slots__ = ("key", "_alltime", "_cold", "moments", "windows", "detector", "recent", "horizon", "_shifts")
+    __slots__ = ("key", "_alltime", "_cold", "_pending", "moments", "windows", "detector", "recent", "horizon", "_shifts")
+    #: Values a cold key takes before its sketch is thawed (0.5 KiB at most): a quiet key
+    #: is never thawed between checkpoints, a busy one soon joins the hot keys.
+    PENDING = 64
     _SMALL_DICT = {0: 0}.__sizeof__()  # a dict's size with room for 5 entries
 
     def __init__(self, key: str, config: PipelineConfig) -> None:
@@ -130,6 +134,8 @@ class KeyState:
         self._alltime: LogBuckets | None = LogBuckets(max_bytes=config.sketch_bytes)
         #: The all-time sketch in serialized form while the key is cold (see Pipeline.hot_keys).
         self._cold: bytes | None = None
+        #: Values not yet in the cold sketch (None while the key is hot or has none).
+        self._pending: array | None = None
         self.moments = Moments()
         self.windows: dict[int, Window] = {}
         self.detector = config.detector_factory()
@@ -157,23 +163,70 @@ class KeyState:
             self.windows = dict(w.items())
 
     @property
+    def hot(self) -> bool:
+        return self._alltime is not None
+
+    def add(self, x: float) -> bool:
+        """One value into the all-time sketch; True if that thawed a cold key."""
+        if self._alltime is not None:
+            self._alltime.update(x)
+            return False
+        p = self._pending
+        if p is None:
+            p = self._pending = array("d")
+        p.append(x)
+        if len(p) >= self.PENDING:
+            self._thaw()
+            return True
+        return False
+
+    def add_many(self, v: np.ndarray) -> bool:
+        """Many values into the all-time sketch; True if that thawed a cold key."""
+        if self._alltime is not None:
+            self._alltime.update_many(v)
+            return False
+        p = self._pending
+        if p is None:
+            p = self._pending = array("d")
+        p.frombytes(np.ascontiguousarray(v, dtype=np.float64).tobytes())
+        if len(p) >= self.PENDING:
+            self._thaw()
+            return True
+        return False
+
+    def _merged_cold(self) -> LogBuckets:
+        sketch = LogBuckets.from_bytes(self._cold)  # type: ignore[arg-type]
+        if self._pending:
+            sketch.update_many(np.frombuffer(self._pending, dtype=np.float64))
+        return sketch
+
+    def _thaw(self) -> None:
+        self._alltime = self._merged_cold()
+        self._cold = self._pending = None
+
+    @property
     def alltime(self) -> LogBuckets:
         """The all-time sketch, thawed (and kept thawed) if the key was cold."""
         if self._alltime is None:
-            self._alltime = LogBuckets.from_bytes(self._cold)  # type: ignore[arg-type]
-            self._cold = None
-        return self._alltime
+            self._thaw()
+        return self._alltime  # type: ignore[return-value]
 
     @alltime.setter
     def alltime(self, sketch: LogBuckets) -> None:
-        self._alltime, self._cold = sketch, None
+        self._alltime, self._cold, self._pending = sketch, None, None
 
     def alltime_bytes(self) -> bytes:
-        return self._cold if self._alltime is None else self._alltime.to_bytes()  # type: ignore[return-value]
+        """The serialized sketch; a cold key's pending values are folded in (it stays cold)."""
+        if self._alltime is not None:
+            return self._alltime.to_bytes()
+        if self._pending:
+            self._cold = self._merged_cold().to_bytes()
+            self._pending = None
+        return self._cold  # type: ignore[return-value]
 
     def alltime_view(self) -> LogBuckets:
         """The sketch for reading (metrics, page) without thawing a cold key for good."""
-        return self._alltime if self._alltime is not None else LogBuckets.from_bytes(self._cold)  # type: ignore[arg-type]
+        return self._alltime if self._alltime is not None else self._merged_cold()
 
     def freeze(self) -> None:
         """Keep only the serialized sketch (~1 KiB instead of tens of KiB of buckets)."""
@@ -260,6 +313,8 @@ class Pipeline:
 
     #: Batches at least this large take the grouped, vectorised path.
     VECTOR_MIN = 64
+    #: Within it, a key with fewer events than this is updated event by event.
+    SMALL_GROUP = 16
 
     def _state(self, key: str) -> KeyState:
         st = self.states.get(key)
@@ -267,12 +322,15 @@ class Pipeline:
             st = self._new_key(key)
         else:
             self.states.move_to_end(key)
+        return st
+
+    def _warm(self, key: str) -> None:
+        """``key`` (hot) was just updated: it is the most recent of the hot keys."""
         hot = self._hot
         if key in hot:
             hot.move_to_end(key)
         else:
             hot[key] = None
-        return st
 
     def _cool(self) -> None:
         """Serialize the all-time sketches of keys beyond the ``hot_keys`` most recent."""
@@ -284,22 +342,26 @@ class Pipeline:
                 st.freeze()
 
     def _process_each(self, decoded: Decoded, out: Output) -> None:
-        interval = self.config.snapshot_interval_s
-        stats = self.stats
         dirty = self.dirty
         for key, value, ts in zip(decoded.keys, decoded.values, decoded.ts):
             st = self._state(key)
             dirty.add(key)
-            st.alltime.update(value)
-            st.moments.update(value)
-            stats.accepted += 1
-            w = math.floor(ts / interval)
-            if (w + 1) * interval <= st.horizon:
-                stats.late += 1
-            else:
-                win = self._window(st, w)
-                win.update(value)
-            self._advance_key(st, ts, out)
+            self._apply_one(st, value, ts, out)
+
+    def _apply_one(self, st: KeyState, value: float, ts: float, out: Output) -> None:
+        """One event of a key: the per-event path (no numpy call per event)."""
+        st.add(value)
+        if st.hot:
+            self._warm(st.key)
+        st.moments.update(value)
+        self.stats.accepted += 1
+        interval = self.config.snapshot_interval_s
+        w = math.floor(ts / interval)
+        if (w + 1) * interval <= st.horizon:
+            self.stats.late += 1
+        else:
+            self._window(st, w).update(value)
+        self._advance_key(st, ts, out)
 
     def _window(self, st: KeyState, w: int) -> Window:
         win = st.windows.get(w)
@@ -331,16 +393,29 @@ class Pipeline:
             else:
                 g.append((pos, pos + n))
             pos += n
+        small = self.SMALL_GROUP
+        vlist, tlist = decoded.values, decoded.ts
         for key, spans in groups.items():
             st = self._state(key)
             self.dirty.add(key)
             if len(spans) == 1:
                 a, b = spans[0]
+                if b - a < small:  # numpy's per-call cost outweighs a few scalar updates
+                    for i in range(a, b):
+                        self._apply_one(st, vlist[i], tlist[i], out)
+                    continue
                 v, t = values[a:b], stamps[a:b]
             else:
+                if sum(b - a for a, b in spans) < small:
+                    for a, b in spans:
+                        for i in range(a, b):
+                            self._apply_one(st, vlist[i], tlist[i], out)
+                    continue
                 idx = np.concatenate([np.arange(a, b) for a, b in spans])
                 v, t = values[idx], stamps[idx]
-            st.alltime.update_many(v)
+            st.add_many(v)
+            if st.hot:
+                self._warm(key)
             st.moments.update_many(v)
             self.stats.accepted += len(v)
             # The watermark in force before each event: the key's horizon, raised by

@@ -186,7 +186,16 @@ def test_version_1_records_with_float64_snapshots_are_still_read():
     for key, st in pipe.states.items():
         assert list(b.parts[0].pipeline.states[key].recent) == list(st.recent)
     assert run_partition(a, msgs, 400)[:2] == run_partition(b, msgs, 400)[:2]
-    assert dict(b.checkpoint_records(0)) == dict(a.checkpoint_records(0))
+    ra, rb = dict(a.checkpoint_records(0)), dict(b.checkpoint_records(0))
+    assert ra.keys() == rb.keys()
+    for k in ra:
+        # The same state; only the last bits of the sketch's float sum may depend on how
+        # updates were batched (the restored key was cold and took them in one batch).
+        sa, _ = decode_key_state(k.decode(), ra[k], CONFIG)
+        sb, _ = decode_key_state(k.decode(), rb[k], CONFIG)
+        assert sa.alltime == sb.alltime and sa.alltime.sum == pytest.approx(sb.alltime.sum, rel=1e-12)
+        assert sa.moments.to_bytes() == sb.moments.to_bytes() and sa.detector.to_bytes() == sb.detector.to_bytes()
+        assert list(sa.recent) == list(sb.recent) and sa.horizon == sb.horizon
 
 
 def test_history_records_are_compact():

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from stream.pipeline import Pipeline, PipelineConfig
+from sketches import LogBuckets
+from stream.pipeline import KeyState, Pipeline, PipelineConfig
 from stream.records import dumps
 
 from datagen import T0, as_messages, shift_stream
@@ -143,6 +144,35 @@ def test_cold_keys_keep_serialized_sketches_and_answer_the_same():
         a, b = hot.states[k].alltime, cold.states[k].alltime_view()
         assert a.count == b.count
         assert list(a.quantiles([0.1, 0.5, 0.9, 0.99])) == list(b.quantiles([0.1, 0.5, 0.9, 0.99]))
+    # One event does not thaw a cold key: it waits beside the serialized sketch.
+    assert all(not cold.states[k].hot and cold.states[k]._pending for k in frozen)
+
+
+def test_a_cold_key_takes_values_without_thawing_until_it_is_busy():
+    """Many quiet keys cost no sketch decode per event; a busy one joins the hot keys."""
+    p = Pipeline(PipelineConfig(snapshot_interval_s=10.0, hot_keys=3))
+    ref = Pipeline(PipelineConfig(snapshot_interval_s=10.0))
+    rng = np.random.default_rng(3)
+    keys = [f"k{i}" for i in range(40)]
+    for r in range(3):  # every key: 20 values a round, in one batch of 800 events
+        ev = [{"key": k, "value": float(x), "ts": T0 + r + j / 100} for k in keys for j, x in enumerate(rng.lognormal(3, 0.5, 20))]
+        raw = json.dumps(ev).encode()
+        p.feed(raw)
+        ref.feed(raw)
+        cold = [st for st in p.states.values() if not st.hot]
+        assert len(p.states) - len(cold) <= 3
+        if r:  # new keys start hot and were frozen after round 0; since then values wait
+            assert len(cold) == 37 and all(len(st._pending) == 20 * r for st in cold)
+    # 60 values each: all but the hot ones still wait; reads and checkpoints fold them in.
+    for k in keys:
+        a, b = ref.states[k], p.states[k]
+        assert a.alltime == b.alltime_view()
+        was_hot, blob = b.hot, b.alltime_bytes()
+        assert b.hot == was_hot and b._pending is None and LogBuckets.from_bytes(blob) == a.alltime
+    # A busy key is thawed once its waiting values fill up, then updated in place.
+    busy = [{"key": "k0", "value": 5.0, "ts": T0 + 9 + j / 1000} for j in range(KeyState.PENDING)]
+    p.feed(json.dumps(busy).encode())
+    assert p.states["k0"].hot and next(reversed(p._hot)) == "k0"
 
 
 def test_recent_snapshots_read_back_as_float32_of_what_was_emitted():
