@@ -230,8 +230,12 @@ def build_worker(settings: Settings) -> Worker:
             task = restoring[partition] = asyncio.ensure_future(restore(partition))
         await task
 
+    #: Rebalances begun so far: a batch fetched before one is stale (see read_input).
+    generation = [0]
+
     class Listener(ConsumerRebalanceListener):
         async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+            generation[0] += 1
             parts = sorted(tp.partition for tp in revoked if tp.topic == topic)
             async with lock:
                 mine = [p for p in parts if p in state.parts]
@@ -279,15 +283,30 @@ def build_worker(settings: Settings) -> Worker:
         log.info("reading %s as group %s", topic, settings.app_id)
         try:
             while not stopping.is_set():
+                gen = generation[0]
                 batch = await consumer.getmany(timeout_ms=int(settings.batch_within * 1000), max_records=settings.batch_size)
                 if not batch:
                     continue
                 async with lock:
                     if stopping.is_set():
                         break  # shutdown checkpointed what was applied; these are read again
-                    # A partition revoked while this batch waited for the lock is not ours.
-                    mine = consumer.assignment()
-                    await apply({tp: recs for tp, recs in batch.items() if tp in mine})
+                    if generation[0] != gen:
+                        # A rebalance came between the fetch and now. Its revoke checkpointed
+                        # and committed our partitions, and a partition assigned again restarts
+                        # from its committed offset, so applying this batch as well could count
+                        # records twice. Put the records back instead: still-assigned
+                        # partitions are re-read from the batch's first offsets, the rest by
+                        # their new owners.
+                        mine = consumer.assignment()
+                        for tp, recs in batch.items():
+                            if tp in mine and recs:
+                                try:
+                                    consumer.seek(tp, recs[0].offset)
+                                except IllegalStateError:  # moved on meanwhile: its owner reads it
+                                    pass
+                        log.info("re-reading a batch fetched across a rebalance (%d records)", sum(map(len, batch.values())))
+                        continue
+                    await apply(batch)
         except ConsumerStoppedError:
             if not stopping.is_set():
                 raise
