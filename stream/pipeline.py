@@ -381,8 +381,7 @@ class Pipeline:
     def _process_grouped(self, decoded: Decoded, out: Output) -> None:
         interval = self.config.snapshot_interval_s
         lateness = self.config.lateness
-        values = np.asarray(decoded.values, dtype=np.float64)
-        stamps = np.asarray(decoded.ts, dtype=np.float64)
+        values, stamps = decoded.arrays()
         # Group by key through the runs of consecutive events (one per message, mostly).
         groups: dict[str, list[tuple[int, int]]] = {}
         pos = 0

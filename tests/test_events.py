@@ -198,4 +198,10 @@ def test_a_batch_of_records_decodes_like_its_records_one_by_one():
         one.extend(d.decode(raw, Source("in", 3, off), default_ts=ts))
     assert (batch.keys, batch.values, batch.ts, batch.key_runs()) == (one.keys, one.values, one.ts, one.key_runs())
     assert batch.dead == one.dead and len(batch.dead) == 4
+    # The packed copies the pipeline reads cover every event, in order.
+    v, t = batch.arrays()
+    assert len(batch.vbuf) == len(batch.values) > 0
+    assert v.tolist() == batch.values and t.tolist() == batch.ts
+    lists_only = Decoded(keys=list(batch.keys), values=list(batch.values), ts=list(batch.ts))
+    assert [a.tolist() for a in lists_only.arrays()] == [batch.values, batch.ts]
     assert {x.source.offset for x in batch.dead} == {105, 106, 107, 124}
