@@ -210,18 +210,25 @@ class BucketStore:
         put_uvarint(out, len(payload))
         out += payload
 
-    @classmethod
-    def decode(cls, r: Reader, max_span: int) -> "BucketStore":
-        s = cls()
+    @staticmethod
+    def _read_header(r: Reader, max_span: int) -> tuple[int, int, bytes] | None:
+        """(first index, span, payload) of a stored store, None for an empty one (v3 and v4)."""
         span = r.uvarint(limit=max_span)
         if span == 0:
-            return s
+            return None
         lo = r.svarint()
         if abs(lo) > _MAX_INDEX or abs(lo + span) > _MAX_INDEX:
             raise SketchDecodeError("bucket index out of range")
         nbytes = r.uvarint(limit=len(r.buf))
-        counts = _blockrice.decode(lo, span, r.take(nbytes))
-        s.offset, s.arr = lo, _narrow(counts)
+        return lo, span, r.take(nbytes)
+
+    @classmethod
+    def decode(cls, r: Reader, max_span: int) -> "BucketStore":
+        s = cls()
+        head = cls._read_header(r, max_span)
+        if head is not None:
+            lo, span, payload = head
+            s.offset, s.arr = lo, _narrow(_blockrice.decode(lo, span, payload))
         return s
 
     # -- bytes (v3: read for old checkpoints; written only to compare) -------------
@@ -251,14 +258,11 @@ class BucketStore:
     @classmethod
     def decode_v3(cls, r: Reader) -> "BucketStore":
         s = cls()
-        span = r.uvarint(limit=8 * len(r.buf))  # every bucket costs at least one bit
-        if span == 0:
+        head = cls._read_header(r, 8 * len(r.buf))  # every bucket costs at least one bit
+        if head is None:
             return s
-        lo = r.svarint()
-        if abs(lo) > _MAX_INDEX or abs(lo + span) > _MAX_INDEX:
-            raise SketchDecodeError("bucket index out of range")
-        nbytes = r.uvarint(limit=len(r.buf))
-        deltas = rice_decode(r.take(nbytes), span, 2 * _MAX_COUNT)
+        lo, span, payload = head
+        deltas = rice_decode(payload, span, 2 * _MAX_COUNT)
         prev = 0
         counts = []
         for z in deltas:

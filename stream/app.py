@@ -192,7 +192,7 @@ def build_worker(settings: Settings) -> Worker:
                 await p.send(changelog, value, key=key, partition=part)
         await p.flush()
 
-    async def checkpoint(partitions: list[int], commit: bool = True) -> int:
+    async def checkpoint(partitions: list[int]) -> int:
         """Write dirty keys of ``partitions`` to the changelog, flush, then commit their
         input offsets (exactly the offsets the records reflect); returns records written."""
         p = await producer()
@@ -210,7 +210,7 @@ def build_worker(settings: Settings) -> Worker:
             if nxt >= 0:
                 offsets[TopicPartition(topic, part)] = nxt
         await p.flush()
-        if commit and offsets and consumer_box:
+        if offsets and consumer_box:
             try:
                 await consumer_box[0].commit(offsets)
             except (CommitFailedError, IllegalStateError) as e:

@@ -133,9 +133,32 @@ class Decoded:
         self.dead.extend(other.dead)
         self.runs.extend(other.runs)
 
+    def append(self, key: str, value: float, ts: float) -> None:
+        """One event, into every representation (lists, packed copies, runs)."""
+        self.keys.append(key)
+        self.values.append(value)
+        self.ts.append(ts)
+        self.vbuf.append(value)
+        self.tbuf.append(ts)
+        self.runs.append((key, 1))
+
+    def append_many(self, keys: list[str], values: list[float], ts: list[float]) -> None:
+        """Consecutive events; one run when they share a key (the usual batched message)."""
+        n = len(keys)
+        if keys.count(keys[0]) == n:
+            self.keys.extend([keys[0]] * n)
+            self.runs.append((keys[0], n))
+        else:
+            self.keys.extend(keys)
+            self.runs.extend([(k, 1) for k in keys])
+        self.values.extend(values)
+        self.ts.extend(ts)
+        self.vbuf.extend(values)
+        self.tbuf.extend(ts)
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """(values, ts) as float64 arrays: views of the packed copies when they cover the
-        lists (the decoder keeps them), else converted from the lists."""
+        """(values, ts) as float64 arrays: copied from the packed copies when they cover
+        the lists (the decoder keeps them), else converted from the lists."""
         n = len(self.values)
         if len(self.vbuf) == n == len(self.tbuf) == len(self.ts):
             return np.frombuffer(self.vbuf, dtype=np.float64).copy(), np.frombuffer(self.tbuf, dtype=np.float64).copy()
@@ -252,12 +275,7 @@ class Decoder:
         key = self._key(obj["key"])
         value = self._value(obj["value"])
         ts = self._ts(obj, default_ts)
-        out.keys.append(key)
-        out.values.append(value)
-        out.ts.append(ts)
-        out.vbuf.append(value)
-        out.tbuf.append(ts)
-        out.runs.append((key, 1))
+        out.append(key, value, ts)
 
     def _ts(self, obj: dict[str, Any], default_ts: float | None) -> float:
         if "ts" in obj:
@@ -293,12 +311,7 @@ class Decoder:
             except _Reject as r:
                 out.dead.append(DeadLetter(r.reason, f"values[{i}]: {r.error}", _dump(v), index=i))
                 continue
-            out.keys.append(key)
-            out.values.append(val)
-            out.ts.append(ts)
-            out.vbuf.append(val)
-            out.tbuf.append(ts)
-            out.runs.append((key, 1))
+            out.append(key, val, ts)
 
     # -- one message -----------------------------------------------------
     def decode(self, raw: bytes, source: Source | None = None, default_ts: float | None = None) -> Decoded:
@@ -402,19 +415,7 @@ class Decoder:
         scale = self.scale
         if min(vals) < 0.0 or max(vals) * scale > lim.max_value_s or min(stamps) < lim.min_ts or max(stamps) > lim.max_ts:
             return False
-        n = len(keys)
-        if keys.count(keys[0]) == n:
-            out.keys.extend([keys[0]] * n)
-            out.runs.append((keys[0], n))
-        else:
-            out.keys.extend(keys)
-            out.runs.extend([(k, 1) for k in keys])
-        if scale != 1.0:
-            vals = [v * scale for v in vals]
-        out.values.extend(vals)
-        out.ts.extend(stamps)
-        out.vbuf.extend(vals)
-        out.tbuf.extend(stamps)
+        out.append_many(keys, [v * scale for v in vals] if scale != 1.0 else vals, stamps)
         return True
 
     def decode_batch(self, items: Iterable[tuple[bytes | None, int, float | None]], topic: str, partition: int) -> Decoded:

@@ -166,33 +166,30 @@ class KeyState:
     def hot(self) -> bool:
         return self._alltime is not None
 
-    def add(self, x: float) -> bool:
-        """One value into the all-time sketch; True if that thawed a cold key."""
+    def add(self, x: float) -> None:
+        """One value into the all-time sketch (a cold key's waits beside it)."""
         if self._alltime is not None:
             self._alltime.update(x)
-            return False
-        p = self._pending
-        if p is None:
-            p = self._pending = array("d")
-        p.append(x)
-        if len(p) >= self.PENDING:
-            self._thaw()
-            return True
-        return False
+        else:
+            self._waiting().append(x)
+            self._thaw_if_busy()
 
-    def add_many(self, v: np.ndarray) -> bool:
-        """Many values into the all-time sketch; True if that thawed a cold key."""
+    def add_many(self, v: np.ndarray) -> None:
+        """Many values into the all-time sketch (a cold key's wait beside it)."""
         if self._alltime is not None:
             self._alltime.update_many(v)
-            return False
-        p = self._pending
-        if p is None:
-            p = self._pending = array("d")
-        p.frombytes(np.ascontiguousarray(v, dtype=np.float64).tobytes())
-        if len(p) >= self.PENDING:
+        else:
+            self._waiting().frombytes(np.ascontiguousarray(v, dtype=np.float64).tobytes())
+            self._thaw_if_busy()
+
+    def _waiting(self) -> array:
+        if self._pending is None:
+            self._pending = array("d")
+        return self._pending
+
+    def _thaw_if_busy(self) -> None:
+        if len(self._pending) >= self.PENDING:  # type: ignore[arg-type]
             self._thaw()
-            return True
-        return False
 
     def _merged_cold(self) -> LogBuckets:
         sketch = LogBuckets.from_bytes(self._cold)  # type: ignore[arg-type]
