@@ -30,6 +30,7 @@ __all__ = [
     "DecodeLimits",
     "DeadLetter",
     "Decoded",
+    "HistPoint",
     "Decoder",
     "Source",
     "REASONS",
@@ -103,6 +104,21 @@ class DecodeLimits:
     max_ts: float = 1e10
 
 
+@dataclass(slots=True, frozen=True)
+class HistPoint:
+    """One key's pre-aggregated distribution at event time ``ts`` (an OTLP histogram
+    delta, in seconds): the pipeline merges it into the key's window and all-time state
+    as if its ``count`` values had arrived one by one."""
+
+    key: str
+    ts: float
+    sketch: Any  # a sketches.LogBuckets holding the point's counts
+    count: int
+    total: float  # exact sum of the values
+    min: float
+    max: float
+
+
 @dataclass(slots=True)
 class Decoded:
     """Events from one or more messages, as parallel lists, plus rejects."""
@@ -120,6 +136,11 @@ class Decoded:
     #: of 100,000 scattered float objects per batch. See :meth:`arrays`.
     vbuf: array = field(default_factory=lambda: array("d"))
     tbuf: array = field(default_factory=lambda: array("d"))
+    #: key -> its labels (field path or attribute name -> value), for keys built from
+    #: several fields (``--key-fields``, OTLP). Keys absent here have no labels.
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: Pre-aggregated distributions (OTLP histogram deltas), merged into the key's window.
+    hists: list["HistPoint"] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -132,6 +153,8 @@ class Decoded:
         self.tbuf.extend(other.tbuf)
         self.dead.extend(other.dead)
         self.runs.extend(other.runs)
+        self.labels.update(other.labels)
+        self.hists.extend(other.hists)
 
     def append(self, key: str, value: float, ts: float) -> None:
         """One event, into every representation (lists, packed copies, runs)."""
