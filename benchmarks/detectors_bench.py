@@ -4,7 +4,7 @@ Scores every detector in the same run (ours, apache-otava, ruptures and the fiel
 classic methods): precision / recall / F1 with a 5-snapshot margin, false alarms per
 10,000 no-change snapshots, detection delay for the streaming ones, run time. Then
 the speed anchors: EDivisive vs Otava on 10,000 points, StreamingEDivisive.update at
-a 200-point history, and parity on the 13 shared Otava series.
+a 200-point history, and parity on the 13 vendored Otava series (tests/data/otava).
 
     .venv/bin/python benchmarks/detectors_bench.py [--quick] [--seed N]
 """
@@ -32,7 +32,7 @@ from detectors.talos import TalosMixture  # noqa: E402
 
 MARGIN = 5
 METRICS = ("p50", "p90", "p99")
-SHARED = ROOT.parent / "shared"
+OTAVA = ROOT / "tests" / "data" / "otava"  # vendored Otava 0.8.0 series and outputs (see its NOTICE)
 
 
 # ----------------------------------------------------------------------------- data
@@ -333,13 +333,12 @@ def speed(args) -> None:
     print(f"StreamingEDivisive.update, history 200: {min(runs):.0f} us per update "
           f"(mean over {len(y) - 400} updates, best of 3 runs; runs {', '.join(f'{r:.0f}' for r in runs)})")
 
-    if (SHARED / "otava_expected.json").exists():
-        exp = json.loads((SHARED / "otava_expected.json").read_text())["datasets"]
-        ok = 0
-        for name, e in exp.items():
-            v = json.loads((SHARED / "otava_datasets" / f"{name}.json").read_text())["values"]
-            ok += [c.index for c in EDivisive().detect(v)] == e["otava_default_indexes"]
-        print(f"parity with Otava 0.8.0 defaults: {ok}/{len(exp)} series identical")
+    exp = json.loads((OTAVA / "expected.json").read_text())["datasets"]
+    ok = 0
+    for name, e in exp.items():
+        v = json.loads((OTAVA / "datasets" / f"{name}.json").read_text())["values"]
+        ok += [c.index for c in EDivisive().detect(v)] == e["otava_default_indexes"]
+    print(f"parity with Otava 0.8.0 defaults: {ok}/{len(exp)} series identical")
 
 
 def _timed(fn) -> float:

@@ -1,10 +1,9 @@
-"""EDivisive: parity with Apache Otava 0.8.0 on the shared series, and the maths."""
+"""EDivisive: parity with Apache Otava 0.8.0 on its vendored test series (tests/data/otava), and the maths."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,35 +13,25 @@ from hypothesis import given, settings, strategies as st
 from detectors import EDivisive
 from detectors.edivisive import merge_change_points, q_matrices, ttest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def _shared() -> Path:
-    if not (SHARED / "otava_expected.json").exists():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"shared reference data missing at {SHARED}")
-        pytest.skip(f"shared reference data missing at {SHARED}")
-    return SHARED
+#: Vendored Apache Otava 0.8.0 test series and outputs (tests/data/otava/NOTICE).
+DATA = Path(__file__).resolve().parent / "data" / "otava"
 
 
 def _cases():
-    if not (SHARED / "otava_expected.json").exists():
-        return []
-    return sorted(json.loads((SHARED / "otava_expected.json").read_text())["datasets"].items())
+    return sorted(json.loads((DATA / "expected.json").read_text())["datasets"].items())
 
 
 def _values(name: str) -> list[float]:
-    return json.loads((_shared() / "otava_datasets" / f"{name}.json").read_text())["values"]
+    return json.loads((DATA / "datasets" / f"{name}.json").read_text())["values"]
 
 
 def test_all_thirteen_series_are_present():
-    base = _shared()
     assert len(_cases()) == 13
-    assert len(list((base / "otava_datasets").glob("*.json"))) == 13
+    assert sorted(p.stem for p in (DATA / "datasets").glob("*.json")) == [name for name, _ in _cases()]
 
 
 @pytest.mark.parametrize("quirk", [True, False])
-@pytest.mark.parametrize("name,expected", _cases() or [pytest.param("none", {}, marks=pytest.mark.skip)])
+@pytest.mark.parametrize("name,expected", _cases())
 def test_default_parameters_match_otava_indexes(name, expected, quirk):
     got = EDivisive(window=50, max_pvalue=0.001, min_magnitude=0.0, otava_quirk=quirk).detect(_values(name))
     assert [c.index for c in got] == expected["otava_default_indexes"]
@@ -56,7 +45,8 @@ def _ttest_checks():
             if p.get("orig") or p.get("detector") == "permutation":
                 continue  # permutation-test variants are not t-test based
             out.append(pytest.param(name, p, c["otava_indexes"], id=f"{name}:{c['test']}"))
-    return out or [pytest.param("none", {}, [], marks=pytest.mark.skip)]
+    assert out, "no upstream parameter sets"
+    return out
 
 
 @pytest.mark.parametrize("name,params,expected", _ttest_checks())
@@ -158,7 +148,7 @@ def test_invalid_input_is_rejected():
 
 
 def test_random_series_match_installed_otava():
-    """Beyond the 13 shared series: random step series (real-valued, so no exact ties
+    """Beyond the 13 vendored series: random step series (real-valued, so no exact ties
     in the divergence), random parameters, against the installed Otava when present."""
     otava = pytest.importorskip("otava.analysis")
     import warnings
