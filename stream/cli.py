@@ -5,28 +5,37 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
+from . import __version__
 from .settings import OPTIONS, Settings, resolve
 
 __all__ = ["main", "build_parser"]
 
-_PIPELINE_OPTS = ("snapshot_interval", "allowed_lateness", "input_unit", "sketch_bytes", "max_keys", "max_message_bytes")
-_KAFKA_OPTS = ("broker", "input_topic", "shift_topic", "dead_letter_topic")
-_WEB_OPTS = ("web_host", "web_port", "max_label_keys")
+#: Which option groups of the settings table each command takes.
+COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
+    "worker": ("kafka", "worker", "decode", "pipeline", "web", "common"),
+    "replay": ("decode", "pipeline", "common"),
+    "demo": ("pipeline", "web", "common"),
+    "loadgen": ("kafka", "common"),
+    "shifts": ("kafka", "common"),
+    "plot": ("decode", "pipeline", "common"),
+}
 
 SUBCOMMAND_OPTIONS: dict[str, tuple[str, ...]] = {
-    "worker": tuple(o.name for o in OPTIONS),
-    "replay": _PIPELINE_OPTS,
-    "demo": _PIPELINE_OPTS + _WEB_OPTS,
-    "loadgen": ("broker", "input_topic"),
-    "shifts": ("broker", "shift_topic"),
-    "plot": _PIPELINE_OPTS,
+    cmd: tuple(o.name for o in OPTIONS if o.group in groups) for cmd, groups in COMMAND_GROUPS.items()
 }
 
 
 #: The demo runs on a compressed clock: one-second snapshots so a shift shows within seconds.
 BASES: dict[str, Settings] = {"demo": Settings(snapshot_interval=1.0)}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``shiftwatch: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _add_options(p: argparse.ArgumentParser, names: Sequence[str], base: Settings | None = None) -> None:
@@ -36,24 +45,25 @@ def _add_options(p: argparse.ArgumentParser, names: Sequence[str], base: Setting
     for opt in OPTIONS:
         if opt.name not in names:
             continue
-        kwargs: dict[str, object] = {"dest": opt.name, "default": None}
-        if opt.choices:
-            kwargs["choices"] = opt.choices
+        default = getattr(base, opt.name)
+        shown = ",".join(map(str, default)) if opt.many else default
+        kwargs: dict[str, object] = {"dest": opt.name, "default": None, "help": f"{opt.help} (env {opt.env}; default {shown})".replace("%", "%%")}
         if opt.type is bool:
-            kwargs["metavar"] = "BOOL"
+            kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["metavar"] = opt.name.split("_")[-1].upper()
-        g.add_argument(opt.flag, help=f"{opt.help} (env {opt.env}; default {getattr(base, opt.name)})", **kwargs)  # type: ignore[arg-type]
+        g.add_argument(opt.flag, **kwargs)  # type: ignore[arg-type]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shiftwatch",
         description="Per-key streaming percentiles in constant memory, and an alert when a percentile shifts.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"shiftwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    w = sub.add_parser("worker", help="run the Kafka worker (Faust agent, /metrics, live page)")
+    w = sub.add_parser("worker", help="run the Kafka worker (/metrics, /healthz, /readyz, live page)")
     _add_options(w, SUBCOMMAND_OPTIONS["worker"])
 
     r = sub.add_parser(
@@ -113,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
     except (ValueError, OSError) as e:
-        parser.error(str(e))
+        parser.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
     logging.basicConfig(
         level={"crit": logging.CRITICAL, "warn": logging.WARNING}.get(settings.log_level, settings.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -44,8 +44,20 @@ log = logging.getLogger("shiftwatch.pipeline")
 DetectorFactory = Callable[[], SnapshotShiftDetector]
 
 
-def default_detector() -> SnapshotShiftDetector:
-    return SnapshotShiftDetector(metrics=("p50", "p90", "p99"), lower_is_better=True)
+def quantile_names(qs: tuple[float, ...]) -> tuple[str, ...]:
+    """0.5 → p50, 0.99 → p99, 0.999 → p999 (the names snapshots and detectors use)."""
+    return tuple("p" + repr(float(q))[2:].ljust(2, "0") for q in qs)
+
+
+def make_detector(name: str, metrics: tuple[str, ...]) -> SnapshotShiftDetector:
+    """A streaming detector from the registry (lower latency is better)."""
+    try:
+        from detectors import make_streaming  # type: ignore[attr-defined]
+    except ImportError:
+        if name != "edivisive":
+            raise ValueError(f"unknown detector {name!r}") from None
+        return SnapshotShiftDetector(metrics=metrics, lower_is_better=True)
+    return make_streaming(name, metrics=metrics, lower_is_better=True)
 
 
 @dataclass(slots=True, frozen=True)
@@ -61,8 +73,21 @@ class PipelineConfig:
     recent_snapshots: int = 60
     #: Keys whose all-time sketch stays expanded in memory; colder keys keep it serialized.
     hot_keys: int = 2000
-    detector_factory: DetectorFactory = default_detector
+    #: Quantiles of each snapshot, in order; their names (p50, p99, ...) key the detector's metrics.
+    quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)
+    #: Estimator of each snapshot window's quantiles once it holds more than the exact values.
+    estimator: str = "logbuckets"
+    detector_factory: DetectorFactory | None = None
     detector_name: str = "edivisive"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return quantile_names(self.quantiles)
+
+    def new_detector(self) -> SnapshotShiftDetector:
+        if self.detector_factory is not None:
+            return self.detector_factory()
+        return make_detector(self.detector_name, self.names)
 
     @property
     def lateness(self) -> float:
@@ -138,7 +163,7 @@ class KeyState:
         self._pending: array | None = None
         self.moments = Moments()
         self.windows: dict[int, Window] = {}
-        self.detector = config.detector_factory()
+        self.detector = config.new_detector()
         self.recent = SnapshotHistory(key, config.recent_snapshots, config.snapshot_interval_s)
         #: Windows ending at or before this event time are closed for this key.
         self.horizon = -math.inf
