@@ -1,29 +1,211 @@
 """Prometheus exposition of a pipeline's live state.
 
 A custom collector reads the pipeline at scrape time instead of updating metric
-objects per event: the hot path only bumps plain integers, and quantiles come
+objects per event: the hot path only bumps plain integers, and histograms come
 straight from the sketches. Each pipeline gets its own registry (no global state).
 Scrapes run on the same event loop as the pipeline, so no locking is needed.
+
+``shiftwatch_latency_seconds`` is a histogram so that Prometheus can add up one key
+over several workers (``sum by (key, le)``). Its classic ``_bucket`` series are
+cumulative counts of the key's all-time sketch at a fixed layout; the default layout
+(:data:`DEFAULT_BUCKETS`, ``log2:4:0.001:60``) puts its boundaries on powers of
+2**(1/4), which are edges of the sketch's own buckets whenever the sketch's scale is
+at least 2, so the counts are exact, not estimated. ``_count`` and ``_sum`` are the
+sketch's count and exact running sum: counters that never go down. The same
+histogram is also a native (exponential) histogram sample when the scraper asks for
+OpenMetrics 2.0 text, prometheus_client's only native exposition.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import math
 import time
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+import numpy as np
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    BucketSpan,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+    NativeHistogram,
+)
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from sketches.otel import PromNativeHistogram, to_prometheus
 
 from .events import REASONS
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sketches import LogBuckets
+
     from .partitions import StateView
 
-__all__ = ["PipelineCollector", "make_registry", "render", "CONTENT_TYPE", "EXPORTED_QUANTILES"]
+__all__ = [
+    "PipelineCollector",
+    "make_registry",
+    "render",
+    "encode",
+    "CONTENT_TYPE",
+    "DEFAULT_BUCKETS_SPEC",
+    "DEFAULT_BUCKETS",
+    "SNAPSHOT_PERCENTILES",
+    "parse_histogram_buckets",
+    "classic_counts",
+    "coarsen",
+    "NATIVE_SCHEMA",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-EXPORTED_QUANTILES: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999)
+SNAPSHOT_PERCENTILES: tuple[str, ...] = ("p50", "p90", "p99")
+#: Boundaries per doubling, lowest and highest boundary (seconds): 63 finite buckets.
+DEFAULT_BUCKETS_SPEC = "log2:4:0.001:60"
+MAX_BUCKETS = 512  # per key; more is a series explosion, not resolution
+#: Finest native schema exported: buckets 2**(1/16) (4.4 %) wide, <= 16 per doubling.
+NATIVE_SCHEMA = 4
+
+
+def parse_histogram_buckets(spec: str) -> tuple[float, ...]:
+    """Classic bucket boundaries (seconds) from ``log2:N:LO:HI`` or ``b1,b2,...``.
+
+    ``log2:N:LO:HI``: the powers 2**(k/N) within [LO, HI]; with N a power of two up to
+    2**scale of the sketch (scale >= 2 in practice for N <= 4) each boundary is an edge
+    of the sketch's buckets and the counts are exact. A list: increasing positive
+    finite numbers. Raises ``ValueError`` with a one-line reason.
+    """
+    text = spec.strip()
+    if text.startswith("log2:"):
+        bounds = _log2_bounds(text)
+    else:
+        try:
+            bounds = tuple(float(x) for x in text.split(","))
+        except ValueError:
+            raise ValueError(f"histogram buckets {spec!r}: expected log2:N:LO:HI or a comma list of seconds") from None
+    if not bounds:
+        raise ValueError(f"histogram buckets {spec!r}: no boundaries")
+    if len(bounds) > MAX_BUCKETS:
+        raise ValueError(f"histogram buckets {spec!r}: {len(bounds)} boundaries, at most {MAX_BUCKETS}")
+    if not all(math.isfinite(b) and b > 0 for b in bounds):
+        raise ValueError(f"histogram buckets {spec!r}: boundaries must be positive finite seconds")
+    if any(b >= c for b, c in zip(bounds, bounds[1:])):
+        raise ValueError(f"histogram buckets {spec!r}: boundaries must increase")
+    return bounds
+
+
+def _log2_bounds(text: str) -> tuple[float, ...]:
+    parts = text.split(":")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        n, lo, hi = int(parts[1]), float(parts[2]), float(parts[3])
+    except ValueError:
+        raise ValueError(f"histogram buckets {text!r}: expected log2:N:LO:HI (N an integer, LO < HI seconds)") from None
+    if not (1 <= n <= 256 and math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise ValueError(f"histogram buckets {text!r}: need 1 <= N <= 256 and 0 < LO < HI")
+    k0, k1 = math.ceil(math.log2(lo) * n - 1e-9), math.floor(math.log2(hi) * n + 1e-9)
+    if k1 - k0 + 1 > MAX_BUCKETS:
+        raise ValueError(f"histogram buckets {text!r}: {k1 - k0 + 1} boundaries, at most {MAX_BUCKETS}")
+    return tuple(2.0 ** (k / n) for k in range(k0, k1 + 1))
+
+
+DEFAULT_BUCKETS: tuple[float, ...] = parse_histogram_buckets(DEFAULT_BUCKETS_SPEC)
+
+
+def _side(spans: Iterable[tuple[int, int]], deltas: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Prometheus bucket indices and counts of one side of a native histogram."""
+    idx: list[int] = []
+    at = 0
+    for n, (off, length) in enumerate(spans):
+        at = off if n == 0 else at + off
+        idx.extend(range(at, at + length))
+        at += length
+    return np.asarray(idx, dtype=np.int64), np.cumsum(np.asarray(list(deltas), dtype=np.int64))
+
+
+def classic_counts(h: PromNativeHistogram, bounds: np.ndarray) -> np.ndarray:
+    """Cumulative counts at ``bounds`` (values <= bound) of a native histogram.
+
+    A bucket counts below a boundary when its geometric midpoint does: exact for
+    boundaries on bucket edges, within one bucket otherwise. Zeros and negatives
+    (never accepted as latencies) count below every positive boundary.
+    """
+    idx, counts = _side(h.positive_spans, h.positive_deltas)
+    below = h.count - int(counts.sum())
+    if idx.size == 0:
+        return np.full(bounds.shape, below, dtype=np.int64)
+    mids = np.exp2((idx - 0.5) / 2.0**h.schema)  # Prometheus bucket j: (b**(j-1), b**j]
+    cum = np.concatenate(([0], np.cumsum(counts)))
+    return below + cum[np.searchsorted(mids, bounds, side="right")]
+
+
+def _spans_of(idx: np.ndarray, counts: np.ndarray) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+    keep = counts > 0
+    idx, counts = idx[keep], counts[keep]
+    spans: list[tuple[int, int]] = []
+    end = 0
+    for n, j in enumerate(idx.tolist()):
+        if n and j == end:
+            spans[-1] = (spans[-1][0], spans[-1][1] + 1)
+        else:
+            spans.append((j if n == 0 else j - end, 1))
+        end = j + 1
+    return tuple(spans), tuple(np.diff(counts, prepend=0).tolist())
+
+
+def coarsen(h: PromNativeHistogram, schema: int) -> PromNativeHistogram:
+    """The same histogram at a coarser ``schema`` (exact: 2**d buckets merge into one)."""
+    d = h.schema - schema
+    if d <= 0:
+        return h
+    sides = []
+    for spans, deltas in ((h.positive_spans, h.positive_deltas), (h.negative_spans, h.negative_deltas)):
+        idx, counts = _side(spans, deltas)
+        j = ((idx - 1) >> d) + 1  # Prometheus index = OpenTelemetry index + 1
+        u, inv = np.unique(j, return_inverse=True)
+        sides.append(_spans_of(u, np.bincount(inv, weights=counts, minlength=u.size).astype(np.int64)))
+    (ps, pd), (ns, nd) = sides
+    return PromNativeHistogram(schema, h.count, h.sum, h.zero_count, h.zero_threshold, ps, pd, ns, nd)
+
+
+def _native_sample(h: PromNativeHistogram) -> NativeHistogram:
+    return NativeHistogram(
+        count_value=h.count,
+        sum_value=h.sum,
+        schema=h.schema,
+        zero_threshold=h.zero_threshold,
+        zero_count=h.zero_count,
+        pos_spans=[BucketSpan(o, n) for o, n in h.positive_spans] or None,
+        pos_deltas=list(h.positive_deltas) or None,
+        neg_spans=[BucketSpan(o, n) for o, n in h.negative_spans] or None,
+        neg_deltas=list(h.negative_deltas) or None,
+    )
+
+
+class LatencyHistograms:
+    """Builds the ``shiftwatch_latency_seconds`` family from per-key all-time sketches."""
+
+    NAME = "shiftwatch_latency_seconds"
+
+    def __init__(self, bounds: Iterable[float] = DEFAULT_BUCKETS, native_schema: int = NATIVE_SCHEMA) -> None:
+        self.native_schema = native_schema
+        self.bounds = np.asarray(tuple(bounds), dtype=np.float64)
+        self._le = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        self.family = HistogramMetricFamily(
+            self.NAME, "All-time response times per key (from the sketch); sum by (key, le) across workers.", labels=["key"]
+        )
+
+    def add(self, key: str, sketch: "LogBuckets") -> None:
+        h = to_prometheus(sketch)
+        cum = classic_counts(h, self.bounds)
+        buckets = list(zip(self._le, [*cum.tolist(), h.count]))
+        self.family.add_metric([key], buckets, sum_value=float(h.sum))
+        self.family.add_sample(self.NAME, {"key": key}, float(h.count), native_histogram=_native_sample(coarsen(h, self.native_schema)))
 
 
 class PipelineCollector(Collector):
@@ -31,6 +213,7 @@ class PipelineCollector(Collector):
 
     ``max_label_keys`` caps the per-key series (the most recently updated keys
     are exported); ``shiftwatch_keys_unexported`` says how many were left out.
+    ``buckets`` is the classic histogram layout (see :func:`parse_histogram_buckets`).
     """
 
     def __init__(
@@ -39,39 +222,42 @@ class PipelineCollector(Collector):
         max_label_keys: int = 1000,
         clock: Callable[[], float] = time.time,
         last_event_wallclock: Callable[[], float | None] | None = None,
+        buckets: Iterable[float] = DEFAULT_BUCKETS,
+        native_schema: int = NATIVE_SCHEMA,
     ) -> None:
         self.pipeline = pipeline
         self.max_label_keys = max_label_keys
         self.clock = clock
         self.last_event_wallclock = last_event_wallclock
+        self.buckets = tuple(buckets)
+        self.native_schema = native_schema
+        self.version = _version()
 
     def collect(self) -> Iterator[Metric]:
-        p = self.pipeline
-        s = p.stats
-        summary = Metric("shiftwatch_latency_seconds", "All-time response-time quantiles per key (from the sketch).", "summary")
+        keys = self.pipeline.keys_recent_first(self.max_label_keys)
+        yield from self._per_key(keys)
+        yield from self._counters([st.key for st in keys])
+        yield from self._gauges(len(keys))
+
+    def _per_key(self, keys: list) -> Iterator[Metric]:  # type: ignore[type-arg]
+        hist = LatencyHistograms(self.buckets, self.native_schema)
         snap = GaugeMetricFamily(
             "shiftwatch_snapshot_latency_seconds",
-            "Response-time quantiles per key in the last closed snapshot window.",
-            labels=["key", "quantile"],
+            "Response-time percentiles per key in the last closed snapshot window of this worker.",
+            labels=["key", "percentile"],
         )
-        exported = 0
-        exported_keys: list[str] = []
-        for st in p.keys_recent_first(self.max_label_keys):
-            key = st.key
-            exported += 1
-            exported_keys.append(key)
+        for st in keys:
             if st.moments.count:
-                for q, v in zip(EXPORTED_QUANTILES, st.alltime_view().quantiles(list(EXPORTED_QUANTILES))):
-                    summary.add_sample("shiftwatch_latency_seconds", {"key": key, "quantile": _fmt(q)}, float(v))
-                summary.add_sample("shiftwatch_latency_seconds_sum", {"key": key}, float(st.moments.mean * st.moments.count))
-                summary.add_sample("shiftwatch_latency_seconds_count", {"key": key}, float(st.moments.count))
+                hist.add(st.key, st.alltime_view())
             if st.recent:
                 last = st.recent[-1]
-                snap.add_metric([key, "0.5"], last.p50)
-                snap.add_metric([key, "0.9"], last.p90)
-                snap.add_metric([key, "0.99"], last.p99)
-        yield summary
+                for name in SNAPSHOT_PERCENTILES:
+                    snap.add_metric([st.key, name], float(getattr(last, name)))
+        yield hist.family
         yield snap
+
+    def _counters(self, exported_keys: list[str]) -> Iterator[Metric]:
+        s = self.pipeline.stats
         yield CounterMetricFamily("shiftwatch_messages", "Kafka messages (or input lines) received.", value=s.messages)
         yield CounterMetricFamily("shiftwatch_events_accepted", "Events accepted into per-key state.", value=s.accepted)
         rej = CounterMetricFamily("shiftwatch_events_rejected", "Events rejected to the dead-letter output, by reason.", labels=["reason"])
@@ -88,12 +274,16 @@ class PipelineCollector(Collector):
                 shifts.add_metric([key, direction], s.shifts_by_key_direction.get((key, direction), 0))
         yield shifts
         yield CounterMetricFamily("shiftwatch_retractions", "Shift events later retracted.", value=s.retractions)
-        n_keys = p.key_count()
-        yield GaugeMetricFamily("shiftwatch_keys", "Live keys in this worker.", value=n_keys)
-        yield GaugeMetricFamily("shiftwatch_keys_unexported", "Live keys left out of per-key series by the label cap.", value=max(0, n_keys - exported))
         yield CounterMetricFamily("shiftwatch_checkpoint_errors", "Checkpoint records that failed validation at restore (reported, not silently reset).", value=s.checkpoint_errors)
         yield CounterMetricFamily("shiftwatch_events_replayed", "Events skipped after a restart because the restored state already held them.", value=s.replayed)
         yield CounterMetricFamily("shiftwatch_keys_evicted", "Keys evicted by the live-key limit.", value=s.evicted)
+
+    def _gauges(self, exported: int) -> Iterator[Metric]:
+        p = self.pipeline
+        n_keys = p.key_count()
+        yield GaugeMetricFamily("shiftwatch_keys", "Live keys in this worker.", value=n_keys)
+        yield GaugeMetricFamily("shiftwatch_keys_unexported", "Live keys left out of per-key series by the label cap.", value=max(0, n_keys - exported))
+        yield InfoMetricFamily("shiftwatch_build", "The running shiftwatch version.", value={"version": self.version})
         wall = self.last_event_wallclock() if self.last_event_wallclock else None
         if wall is not None:
             yield GaugeMetricFamily("shiftwatch_last_event_timestamp_seconds", "Wall-clock time the last event was processed.", value=wall)
@@ -103,15 +293,48 @@ class PipelineCollector(Collector):
             )
 
 
-def _fmt(q: float) -> str:
-    return repr(q)
+def _version() -> str:
+    try:
+        return importlib.metadata.version("shiftwatch")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
 
 
-def make_registry(pipeline: "StateView", **kwargs: object) -> CollectorRegistry:
+def make_registry(pipeline: "StateView", *, process: bool = True, **kwargs: object) -> CollectorRegistry:
+    """A registry with the pipeline's metrics and (``process``) the standard process_*/python_* ones."""
     reg = CollectorRegistry(auto_describe=False)
     reg.register(PipelineCollector(pipeline, **kwargs))  # type: ignore[arg-type]
+    if process:
+        ProcessCollector(registry=reg)
+        PlatformCollector(registry=reg)
+        GCCollector(registry=reg)
     return reg
 
 
+class _ClassicOnly:
+    """A registry view without native-histogram samples, for formats that cannot carry them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self.registry.collect():
+            if any(s.native_histogram for s in m.samples):
+                m.samples = [s for s in m.samples if s.native_histogram is None]
+            yield m
+
+
+def encode(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """Body and content type for a scrape's ``Accept`` header (prometheus_client's negotiation).
+
+    Prometheus text 0.0.4 unless OpenMetrics is accepted; native histograms only in
+    OpenMetrics 2.0, the other formats get the classic buckets alone.
+    """
+    encoder, content_type = choose_encoder(accept or "")
+    native = content_type.startswith("application/openmetrics-text; version=2.")
+    return encoder(registry if native else _ClassicOnly(registry)), content_type
+
+
 def render(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+    """Prometheus text format 0.0.4 (classic histogram buckets)."""
+    return generate_latest(_ClassicOnly(registry))  # type: ignore[arg-type]

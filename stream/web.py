@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from .metrics import CONTENT_TYPE, render
+from .metrics import encode
 
 if TYPE_CHECKING:  # pragma: no cover
     from .partitions import StateView as Pipeline
@@ -65,8 +65,10 @@ def state_json(pipeline: "Pipeline", max_keys: int = 200) -> dict[str, Any]:
 def make_web_app(pipeline: "Pipeline", registry: CollectorRegistry) -> web.Application:
     page = resources.files("stream").joinpath("static/index.html").read_bytes()
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=render(registry), headers={"Content-Type": CONTENT_TYPE})
+    async def metrics(request: web.Request) -> web.Response:
+        # The scraper's Accept header picks the format (OpenMetrics for Prometheus).
+        body, content_type = encode(registry, request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def state(_: web.Request) -> web.Response:
         return web.Response(text=json.dumps(state_json(pipeline), allow_nan=False, default=_nan_safe), content_type="application/json")

@@ -1,17 +1,36 @@
-"""/metrics text, parsed the way Prometheus parses it."""
+"""/metrics, parsed the way Prometheus parses it: histogram buckets that add up across
+workers, true counters, the renamed snapshot gauges, content negotiation."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 
+import aiohttp
 import numpy as np
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.metrics import make_registry, render
+from sketches import LogBuckets
+from sketches.otel import to_prometheus
+from stream.metrics import (
+    DEFAULT_BUCKETS,
+    classic_counts,
+    coarsen,
+    encode,
+    make_registry,
+    parse_histogram_buckets,
+    render,
+)
 from stream.pipeline import Pipeline, PipelineConfig
+from stream.web import make_web_app, serve
 
 from datagen import as_messages, shift_stream
+
+OM1 = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+OM2 = "application/openmetrics-text; version=2.0.0"
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -22,30 +41,88 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def test_quantiles_counters_and_names():
+def buckets_of(s: dict, key: str) -> dict[float, float]:
+    return {float(dict(lbl)["le"]): v for (name, lbl), v in s.items() if name == "shiftwatch_latency_seconds_bucket" and dict(lbl)["key"] == key}
+
+
+def fed(values_ms: np.ndarray, key: str = "A", t0: float = 1763800000.0) -> Pipeline:
+    p = Pipeline(PipelineConfig(snapshot_interval_s=10))
+    feed(p, values_ms, key, t0)
+    return p
+
+
+def feed(p: Pipeline, values_ms: np.ndarray, key: str, t0: float) -> None:
+    ev = [{"key": key, "value": float(v), "ts": t0 + i * 0.01} for i, v in enumerate(values_ms)]
+    for i in range(0, len(ev), 500):
+        p.feed(json.dumps(ev[i : i + 500]).encode())
+
+
+def test_histogram_buckets_are_exact_counts_and_sum_and_count_are_true_totals():
+    values = np.random.default_rng(3).lognormal(3.0, 0.8, 20000)  # ms
+    p = fed(values)
+    text = render(make_registry(p)).decode()
+    s = samples(text)
+    exact = values / 1000
+    b = buckets_of(s, "A")
+    assert len(b) == len(DEFAULT_BUCKETS) + 1
+    for le, got in b.items():
+        assert got == np.count_nonzero(exact <= le), le  # the default layout sits on sketch bucket edges
+    assert s[("shiftwatch_latency_seconds_count", (("key", "A"),))] == len(exact)
+    assert s[("shiftwatch_latency_seconds_sum", (("key", "A"),))] == pytest.approx(exact.sum(), rel=1e-12)
+    assert "# TYPE shiftwatch_latency_seconds histogram" in text
+
+
+def test_count_and_sum_only_grow_as_events_arrive():
+    rng = np.random.default_rng(4)
+    p = fed(rng.lognormal(3.0, 0.5, 3000))
+    reg = make_registry(p)
+    before = samples(render(reg).decode())
+    feed(p, rng.lognormal(1.0, 0.5, 3000), "A", 1763800100.0)  # smaller values: a mean*count sum could drop
+    after = samples(render(reg).decode())
+    for name in ("shiftwatch_latency_seconds_count", "shiftwatch_latency_seconds_sum"):
+        assert after[(name, (("key", "A"),))] > before[(name, (("key", "A"),))]
+    for le, v in buckets_of(before, "A").items():
+        assert buckets_of(after, "A")[le] >= v
+
+
+def test_buckets_of_two_workers_add_up_to_the_buckets_of_all_the_data():
+    values = np.random.default_rng(5).lognormal(2.5, 1.0, 12000)
+    whole = buckets_of(samples(render(make_registry(fed(values))).decode()), "A")
+    a = buckets_of(samples(render(make_registry(fed(values[0::2]))).decode()), "A")
+    b = buckets_of(samples(render(make_registry(fed(values[1::2]))).decode()), "A")
+    assert {le: a[le] + b[le] for le in whole} == whole
+
+
+def test_snapshot_gauges_use_percentile_not_the_reserved_quantile_label():
     events, values = shift_stream(snapshots=20, shift_snapshot=99, per_snapshot=200)
     p = Pipeline(PipelineConfig(snapshot_interval_s=10))
     for m in as_messages(events, 100):
         p.feed(m)
     p.feed(b"oops")
     p.feed(b'{"key":"A","value":-1,"ts":1763800000}')
-    text = render(make_registry(p)).decode()
-    s = samples(text)
-    exact = values["A"] / 1000
-    for q in ("0.5", "0.9", "0.99"):
-        got = s[("shiftwatch_latency_seconds", (("key", "A"), ("quantile", q)))]
-        assert got == pytest.approx(np.quantile(exact, float(q)), rel=0.02)
-    assert s[("shiftwatch_latency_seconds_count", (("key", "A"),))] == len(exact)
-    assert s[("shiftwatch_latency_seconds_sum", (("key", "A"),))] == pytest.approx(exact.sum())
+    s = samples(render(make_registry(p)).decode())
+    last = p.states["A"].recent[-1]
+    got = {dict(lbl)["percentile"]: v for (name, lbl), v in s.items() if name == "shiftwatch_snapshot_latency_seconds" and dict(lbl)["key"] == "A"}
+    assert set(got) == {"p50", "p90", "p99"}
+    assert got["p50"] < got["p90"] < got["p99"]
+    assert (got["p50"], got["p99"]) == pytest.approx((last.p50, last.p99))
+    assert not [k for k in s if k[0].startswith("shiftwatch_") and "quantile" in dict(k[1])]
     assert s[("shiftwatch_events_accepted_total", ())] == 8000
     assert s[("shiftwatch_events_rejected_total", (("reason", "invalid_json"),))] == 1
     assert s[("shiftwatch_events_rejected_total", (("reason", "negative_value"),))] == 1
     assert s[("shiftwatch_messages_total", ())] == 82
     assert s[("shiftwatch_keys", ())] == 2
-    assert "# TYPE shiftwatch_latency_seconds summary" in text
-    # Every metric name follows the base-unit conventions.
-    for name, _ in s:
-        assert name.startswith("shiftwatch_")
+
+
+def test_process_metrics_and_build_info():
+    s = samples(render(make_registry(fed(np.array([5.0, 6.0])))).decode())
+    from stream.metrics import _version
+
+    assert s[("shiftwatch_build_info", (("version", _version()),))] == 1
+    assert _version() != "unknown"
+    assert s[("process_resident_memory_bytes", ())] > 0
+    assert ("process_cpu_seconds_total", ()) in s
+    assert not [k for k in samples(render(make_registry(fed(np.array([5.0])), process=False)).decode()) if k[0].startswith("process_")]
 
 
 def test_label_cap_exports_most_recent_keys_and_says_how_many_were_left_out():
@@ -55,3 +132,75 @@ def test_label_cap_exports_most_recent_keys_and_says_how_many_were_left_out():
     keys = {dict(lbl)["key"] for (name, lbl) in s if name == "shiftwatch_latency_seconds_count"}
     assert keys == {"k7", "k8", "k9"}
     assert s[("shiftwatch_keys_unexported", ())] == 7
+
+
+def test_openmetrics_1_for_prometheus_and_native_histograms_only_in_openmetrics_2():
+    values = np.random.default_rng(6).lognormal(3.0, 0.6, 5000)
+    reg = make_registry(fed(values))
+    body, ctype = encode(reg, OM1)
+    assert ctype.startswith("application/openmetrics-text; version=1.0.0")
+    fams = {f.name: f for f in om_families(body.decode())}
+    assert fams["shiftwatch_latency_seconds"].type == "histogram"
+    assert all(s.native_histogram is None for s in fams["shiftwatch_latency_seconds"].samples)
+    assert fams["shiftwatch_events_accepted"].type == "counter"
+
+    body, ctype = encode(reg, None)
+    assert ctype.startswith("text/plain; version=0.0.4")
+    assert "{count:" not in body.decode()
+
+    body, ctype = encode(reg, OM2)
+    assert ctype.startswith("application/openmetrics-text; version=2.0.0")
+    line = next(ln for ln in body.decode().splitlines() if ln.startswith('shiftwatch_latency_seconds{key="A"} {'))
+    assert f"count:{len(values)}," in line and "schema:4," in line
+
+
+def test_native_histogram_is_the_sketch_coarsened_exactly():
+    values = np.random.default_rng(7).lognormal(-3.0, 1.0, 8000)
+    s = LogBuckets()
+    s.update_many(values)
+    h = to_prometheus(s)
+    assert h.schema >= 4
+    for schema in (4, 2, 0):
+        c = coarsen(h, schema)
+        assert c.schema == schema and c.count == h.count and c.sum == h.sum
+        # boundaries of the coarse schema: the coarse histogram gives the exact counts too
+        bounds = np.exp2(np.arange(-40, 10) / 2.0**schema)
+        assert classic_counts(c, bounds).tolist() == [np.count_nonzero(values <= b) for b in bounds]
+
+
+def test_histogram_bucket_specs():
+    assert len(DEFAULT_BUCKETS) == 63
+    ratios = np.array(DEFAULT_BUCKETS[1:]) / np.array(DEFAULT_BUCKETS[:-1])
+    assert np.allclose(ratios, 2**0.25)
+    assert DEFAULT_BUCKETS[0] >= 0.001 and DEFAULT_BUCKETS[-1] <= 60
+    assert parse_histogram_buckets("0.005, 0.01,0.1") == (0.005, 0.01, 0.1)
+    assert parse_histogram_buckets("log2:1:0.25:4") == (0.25, 0.5, 1.0, 2.0, 4.0)
+    for bad in ("", "log2:4:1", "log2:0:0.001:1", "log2:4:1:0.5", "0.1,0.1", "0.2,0.1", "-1,2", "1,nan", "x", "log2:256:1e-9:1e9"):
+        with pytest.raises(ValueError, match="histogram buckets"):
+            parse_histogram_buckets(bad)
+
+
+def test_custom_layout_is_exported():
+    bounds = parse_histogram_buckets("0.01,0.02,0.05")
+    s = samples(render(make_registry(fed(np.array([5.0, 15.0, 30.0, 100.0])), buckets=bounds)).decode())
+    assert buckets_of(s, "A") == {0.01: 1, 0.02: 2, 0.05: 3, math.inf: 4}
+
+
+def test_web_endpoint_negotiates_the_format():
+    async def go() -> list[tuple[str, str]]:
+        p = fed(np.array([5.0, 15.0]))
+        runner = await serve(make_web_app(p, make_registry(p)), "127.0.0.1", 0)
+        port = runner.addresses[0][1]
+        out = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                for accept in (OM1, "text/plain"):
+                    async with http.get(f"http://127.0.0.1:{port}/metrics", headers={"Accept": accept}) as r:
+                        out.append((r.headers["Content-Type"], await r.text()))
+        finally:
+            await runner.cleanup()
+        return out
+
+    (om_type, om_text), (txt_type, txt_text) = asyncio.run(go())
+    assert om_type.startswith("application/openmetrics-text; version=1.0.0") and om_text.endswith("# EOF\n")
+    assert txt_type.startswith("text/plain; version=0.0.4") and 'shiftwatch_latency_seconds_count{key="A"} 2.0' in txt_text
