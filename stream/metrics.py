@@ -229,7 +229,7 @@ class PipelineCollector(Collector):
         self.max_label_keys = max_label_keys
         self.clock = clock
         self.last_event_wallclock = last_event_wallclock
-        self.buckets = tuple(buckets)
+        self.buckets = tuple(buckets) or DEFAULT_BUCKETS  # empty: the default layout
         self.native_schema = native_schema
         self.version = _version()
 
