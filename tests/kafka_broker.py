@@ -6,6 +6,7 @@ the pom, so a pom change refetches. Also a script:
 
     python tests/kafka_broker.py fetch      # download the jars (what `make test` does first)
     python tests/kafka_broker.py start      # run a broker in the foreground until Ctrl-C
+    python tests/kafka_broker.py start --secure   # also SASL_SSL and mutual-TLS listeners
     python tests/kafka_broker.py stop       # SIGTERM the broker that `start` left running
 """
 
@@ -15,6 +16,7 @@ import asyncio
 import atexit
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,6 +26,7 @@ import tempfile
 import time
 import uuid
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +79,66 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+@dataclass(slots=True, frozen=True)
+class TestTLS:
+    """A throwaway CA and the certificates made from it for one broker run (PEM for clients)."""
+
+    dir: Path
+    ca_file: Path  # the CA clients must trust
+    client_cert: Path  # client certificate for the mutual-TLS listener (signed by the CA)
+    client_key: Path
+    untrusted_ca_file: Path  # another CA: a client trusting only this one must fail verification
+    untrusted_client_cert: Path  # client certificate signed by the untrusted CA
+    untrusted_client_key: Path
+    keystore: Path  # broker key pair + chain, PKCS12
+    truststore: Path  # the CA, PKCS12 (keytool), for the broker to verify client certificates
+    store_password: str
+
+
+def _run(cmd: list[str], what: str) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise BrokerError(f"{what} failed ({r.returncode}): {' '.join(cmd[:3])} ...\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+
+
+def _ca(d: Path, name: str) -> tuple[Path, Path]:
+    key, pem = d / f"{name}.key", d / f"{name}.pem"
+    _run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+          "-keyout", str(key), "-out", str(pem), "-days", "2", "-subj", f"/CN={name}",
+          "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"], f"openssl CA {name}")
+    return key, pem
+
+
+def _leaf(d: Path, name: str, ca: tuple[Path, Path], ext: str) -> tuple[Path, Path]:
+    key, csr, pem, extfile = d / f"{name}.key", d / f"{name}.csr", d / f"{name}.pem", d / f"{name}.ext"
+    extfile.write_text(ext + "\n")
+    _run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+          "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}"], f"openssl key {name}")
+    _run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca[1]), "-CAkey", str(ca[0]), "-CAcreateserial",
+          "-out", str(pem), "-days", "2", "-extfile", str(extfile)], f"openssl sign {name}")
+    return key, pem
+
+
+def make_test_tls(d: Path) -> TestTLS:
+    """A CA, a broker certificate (SAN IP:127.0.0.1, DNS:localhost), a client certificate, and a
+    second CA nobody trusts; broker stores in PKCS12. Needs openssl and keytool (the JDK)."""
+    d.mkdir(parents=True, exist_ok=True)
+    if shutil.which("openssl") is None or shutil.which("keytool") is None:
+        raise BrokerError("openssl and keytool are needed to make the test broker's certificates")
+    password = secrets.token_hex(12)
+    ca = _ca(d, "shiftwatch-test-ca")
+    rogue = _ca(d, "untrusted-ca")
+    bkey, bpem = _leaf(d, "broker", ca, "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth")
+    ckey, cpem = _leaf(d, "client", ca, "extendedKeyUsage=clientAuth")
+    ukey, upem = _leaf(d, "untrusted-client", rogue, "extendedKeyUsage=clientAuth")
+    keystore, truststore = d / "broker.p12", d / "truststore.p12"
+    _run(["openssl", "pkcs12", "-export", "-in", str(bpem), "-inkey", str(bkey), "-certfile", str(ca[1]),
+          "-name", "broker", "-out", str(keystore), "-passout", f"pass:{password}"], "openssl pkcs12")
+    _run(["keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", str(ca[1]), "-keystore", str(truststore),
+          "-storetype", "PKCS12", "-storepass", password], "keytool -importcert")
+    return TestTLS(d, ca[1], cpem, ckey, rogue[1], upem, ukey, keystore, truststore, password)
+
+
 _LIVE: "weakref.WeakSet[KafkaBroker]" = weakref.WeakSet()
 
 
@@ -99,23 +162,72 @@ def _kill_all() -> None:
 class KafkaBroker:
     """Start, stop, kill and restart one KRaft broker bound to loopback."""
 
-    def __init__(self, workdir: Path | None = None, fast_jit: bool = True, heap: str = "512m") -> None:
+    def __init__(self, workdir: Path | None = None, fast_jit: bool = True, heap: str = "512m", secure: bool = False) -> None:
+        """secure=True adds a SASL_SSL listener (SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN users) and an
+        SSL listener that requires a client certificate, beside the PLAINTEXT one."""
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="shiftwatch-kafka-"))
-        self.port, self.controller_port = _free_ports(2)
+        self.secure = secure
+        self.port, self.controller_port, self.sasl_ssl_port, self.mtls_port = _free_ports(4)
         self.fast_jit = fast_jit
         self.heap = heap
         self.proc: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
         self.jars: Path | None = None
         self._formatted = False
+        self.tls: TestTLS | None = None
+        # SCRAM users are written into the metadata log when the storage is formatted;
+        # PLAIN users live in the SASL_SSL listener's JAAS config. Random per run.
+        self.scram_username, self.scram_password = "alice", secrets.token_hex(16)
+        self.plain_username, self.plain_password = "bob", secrets.token_hex(16)
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """SASL_SSL listener: SCRAM-SHA-512/256 as scram_username, PLAIN as plain_username."""
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
+    @property
+    def mtls_bootstrap(self) -> str:
+        """SSL listener with ssl.client.auth=required (tls.client_cert/client_key)."""
+        return f"127.0.0.1:{self.mtls_port}"
+
+    @property
     def log_path(self) -> Path:
         return self.workdir / "broker.log"
+
+    def _listener_lines(self) -> list[str]:
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+        extra: list[str] = []
+        if self.secure:
+            self.tls = self.tls or make_test_tls(self.workdir / "tls")
+            t = self.tls
+            listeners += [f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}", f"MTLS://127.0.0.1:{self.mtls_port}"]
+            protocols += ["SASL_SSL:SASL_SSL", "MTLS:SSL"]
+            scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required '
+                     f'user_{self.plain_username}="{self.plain_password}";')
+            extra = [
+                "sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
+                f"listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram}",
+                f"listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram}",
+                f"listener.name.sasl_ssl.plain.sasl.jaas.config={plain}",
+                "listener.name.mtls.ssl.client.auth=required",
+                f"ssl.keystore.location={t.keystore}",
+                "ssl.keystore.type=PKCS12",
+                f"ssl.keystore.password={t.store_password}",
+                f"ssl.key.password={t.store_password}",
+                f"ssl.truststore.location={t.truststore}",
+                "ssl.truststore.type=PKCS12",
+                f"ssl.truststore.password={t.store_password}",
+            ]
+        listeners.append(f"CONTROLLER://127.0.0.1:{self.controller_port}")
+        advertised = ",".join(x for x in listeners if not x.startswith("CONTROLLER"))
+        return [f"listeners={','.join(listeners)}", f"advertised.listeners={advertised}",
+                f"listener.security.protocol.map={','.join(protocols)}", *extra]
 
     def _properties(self) -> Path:
         p = self.workdir / "server.properties"
@@ -125,11 +237,9 @@ class KafkaBroker:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    *self._listener_lines(),
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                     f"log.dirs={self.workdir / 'data'}",
                     "num.partitions=1",
                     "auto.create.topics.enable=true",
@@ -172,7 +282,11 @@ class KafkaBroker:
             cluster = "-"
             while cluster.startswith("-"):
                 cluster = __import__("base64").urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            r = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster}", "-c", str(props)), capture_output=True, text=True, timeout=120)
+            scram = []
+            if self.secure:
+                for mech in ("SCRAM-SHA-512", "SCRAM-SHA-256"):
+                    scram += ["--add-scram", f"{mech}=[name={self.scram_username},password={self.scram_password}]"]
+            r = subprocess.run(self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster}", "-c", str(props), *scram), capture_output=True, text=True, timeout=120)
             if r.returncode != 0:
                 raise BrokerError(f"kafka.tools.StorageTool format failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
             self._formatted = True
@@ -275,10 +389,15 @@ def main(argv: list[str]) -> int:
         state.unlink(missing_ok=True)
         return 0
     if cmd == "start":
-        b = KafkaBroker().start()
+        b = KafkaBroker(secure="--secure" in argv).start()
         state.parent.mkdir(parents=True, exist_ok=True)
         state.write_text(f"{b.proc.pid} {b.bootstrap}\n" if b.proc else "")
         print(f"kafka broker on {b.bootstrap} (started in {b.startup_seconds:.1f} s); Ctrl-C or `stop` ends it", flush=True)
+        if b.tls is not None:
+            print(f"  SASL_SSL {b.sasl_ssl_bootstrap}: SCRAM-SHA-512/256 user {b.scram_username}, PLAIN user {b.plain_username}"
+                  f" (passwords in {b.workdir / 'server.properties'} and the format command)\n"
+                  f"  SSL (client certificate required) {b.mtls_bootstrap}\n"
+                  f"  CA {b.tls.ca_file}; client certificate {b.tls.client_cert}, key {b.tls.client_key}", flush=True)
         try:
             while b.proc and b.proc.poll() is None:
                 time.sleep(1)
