@@ -17,19 +17,11 @@ from typing import Iterable, Sequence
 
 from ._varint import SketchDecodeError
 
-__all__ = ["rice_encode", "rice_decode", "rice_bits", "zigzag", "unzigzag"]
+__all__ = ["rice_encode", "rice_decode", "rice_bits"]
 
 _ESCAPE_Q = 20  # unary run after which a value is stored raw (bounds every code)
 _RAW_LEN_BITS = 7  # raw values carry a 7-bit length, so at most 127 bits
 _RESET = 16
-
-
-def zigzag(n: int) -> int:
-    return (n << 1) if n >= 0 else ((-n) << 1) - 1
-
-
-def unzigzag(u: int) -> int:
-    return (u >> 1) if not u & 1 else -((u + 1) >> 1)
 
 
 def _k(a: int, n: int) -> int:

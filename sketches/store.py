@@ -19,8 +19,8 @@ from typing import Iterator
 import numpy as np
 
 from . import _blockrice
-from ._bits import rice_bits, rice_decode, rice_encode, unzigzag, zigzag
-from ._varint import Reader, SketchDecodeError, put_svarint, put_uvarint
+from ._bits import rice_bits, rice_decode, rice_encode
+from ._varint import Reader, SketchDecodeError, put_svarint, put_uvarint, unzigzag, uvarint_len, zigzag
 
 __all__ = ["BucketStore"]
 
@@ -194,7 +194,7 @@ class BucketStore:
             return 1
         n, lo, p = plan
         nbytes = (p.bits + 7) // 8
-        return _vlen(n) + _vlen(zigzag(lo)) + _vlen(nbytes) + nbytes
+        return uvarint_len(n) + uvarint_len(zigzag(lo)) + uvarint_len(nbytes) + nbytes
 
     def encode(self, out: bytearray, plan: "tuple[int, int, _blockrice.Plan] | None | bool" = False) -> None:
         """Span, first index, payload length, then the block Rice payload (v4)."""
@@ -243,7 +243,7 @@ class BucketStore:
         if not d:
             return 1
         nbytes = (rice_bits(d) + 7) // 8
-        return _vlen(zigzag(lo)) + _vlen(len(d)) + _vlen(nbytes) + nbytes
+        return uvarint_len(zigzag(lo)) + uvarint_len(len(d)) + uvarint_len(nbytes) + nbytes
 
     def encode_v3(self, out: bytearray) -> None:
         lo, d = self._deltas()
@@ -279,11 +279,3 @@ class BucketStore:
         return isinstance(other, BucketStore) and self.items() == other.items()
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def _vlen(n: int) -> int:
-    k = 1
-    while n >= 0x80:
-        n >>= 7
-        k += 1
-    return k

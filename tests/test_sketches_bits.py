@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sketches import SketchDecodeError  # noqa: E402
-from sketches._bits import rice_bits, rice_decode, rice_encode, unzigzag, zigzag  # noqa: E402
-from sketches._varint import Reader  # noqa: E402
+from sketches._bits import rice_bits, rice_decode, rice_encode  # noqa: E402
+from sketches._varint import Reader, put_svarint, put_uvarint, unzigzag, uvarint_bytes, uvarint_len, zigzag  # noqa: E402
 
 SETTINGS = settings(max_examples=200, deadline=None)
 
@@ -53,3 +53,42 @@ def test_reader_limits():
         Reader(b"\x05").uvarint(limit=4)
     with pytest.raises(SketchDecodeError):
         Reader(b"ab").take(3)
+
+
+@SETTINGS
+@given(st.integers(0, 2**64 - 1))
+def test_uvarint_round_trip_and_length(n):
+    out = bytearray()
+    put_uvarint(out, n)
+    assert bytes(out) == uvarint_bytes(n) and len(out) == uvarint_len(n)
+    r = Reader(bytes(out))
+    assert r.uvarint(limit=2**64) == n
+    r.end()
+
+
+@SETTINGS
+@given(st.integers(-(2**300), 2**300))
+def test_wide_svarint_round_trip(n):
+    out = bytearray()
+    put_svarint(out, n)
+    assert Reader(bytes(out)).svarint(bits=320) == n
+
+
+def test_reader_bounds_wide_varints_and_uses_the_callers_error():
+    class MyError(ValueError):
+        pass
+
+    long = bytes([0xFF] * 40 + [0x01])
+    with pytest.raises(MyError, match="too long"):
+        Reader(long, error=MyError).uvarint(bits=256)
+    assert Reader(long).uvarint(limit=2**400, bits=320) == 2**281 - 1
+    with pytest.raises(MyError, match="truncated"):
+        Reader(b"\x80", error=MyError).uvarint()
+    with pytest.raises(MyError):
+        Reader("not bytes", error=MyError)  # type: ignore[arg-type]
+    r = Reader(b"\x03abcX", error=MyError)
+    assert r.blob() == b"abc"
+    with pytest.raises(MyError, match="trailing"):
+        r.end()
+    with pytest.raises(MyError):
+        Reader(b"\x09abc", error=MyError).blob()  # length past the end
