@@ -63,8 +63,6 @@ _MAXF = 1.7976931348623157e308
 _MIN_BYTES = 64
 _MAX_BYTES = 1 << 16  # 64 KiB: bounds the in-memory span (8 buckets per byte) too
 _BUF = 512  # buffered scalar updates: 4 KiB at most
-_log2 = math.log2
-_ceil = math.ceil
 
 
 def _on_lattice(v: np.ndarray, e: int) -> bool:
@@ -92,12 +90,12 @@ def _lattice_exp(v: np.ndarray, e: int) -> int:
 class LogBuckets:
     """Mergeable quantile sketch within ``max_bytes`` of serialized state."""
 
-    __slots__ = ("max_bytes", "scale", "pos", "neg", "_zero", "_count", "_sum", "_min", "_max", "_f", "_limit", "_buf", "_qexp", "_fitted")
+    __slots__ = ("max_bytes", "scale", "pos", "neg", "_zero", "_count", "_sum", "_min", "_max", "_map", "_limit", "_buf", "_qexp", "_fitted")
 
     def __init__(self, max_bytes: int = 1024, *, scale: int = MAX_SCALE) -> None:
         if not _MIN_BYTES <= max_bytes <= _MAX_BYTES:
             raise ValueError(f"max_bytes must be in [{_MIN_BYTES}, {_MAX_BYTES}]")
-        LogMapping(scale)  # validates
+        self._map = LogMapping(scale)  # validates; the value <-> bucket math
         self.max_bytes = int(max_bytes)
         self.scale = scale
         self.pos = BucketStore()
@@ -107,7 +105,6 @@ class LogBuckets:
         self._sum = 0.0
         self._min = _INF
         self._max = -_INF
-        self._f = math.ldexp(1.0, scale)
         self._limit = 64
         self._buf: array | None = None  # values from update() not yet bucketed (at most _BUF)
         self._qexp = _QMAX  # vacuously true while empty; merge takes the min
@@ -175,7 +172,7 @@ class LogBuckets:
 
     @property
     def mapping(self) -> LogMapping:
-        return LogMapping(self.scale)
+        return self._map
 
     # -- updates ---------------------------------------------------------
     def update(self, x: float) -> None:
@@ -214,15 +211,15 @@ class LogBuckets:
             lo, hi = float(v.min()), float(v.max())
         lo, hi = lo + 0.0, hi + 0.0  # -0.0 → 0.0: min/max must not depend on which zero came first
         if lo > 0.0:
-            self._add_indices(self.pos, (np.ceil(np.log2(v) * self._f) - 1).astype(np.int64))
+            self._add_indices(self.pos, self._map.indices(v))
         else:
             p = v[v > 0.0]
             n = v[v < 0.0]
             self._zero += int(v.size - p.size - n.size)
             if p.size:
-                self._add_indices(self.pos, (np.ceil(np.log2(p) * self._f) - 1).astype(np.int64))
+                self._add_indices(self.pos, self._map.indices(p))
             if n.size:  # (the positive side may have coarsened the scale: recompute at it)
-                self._add_indices(self.neg, (np.ceil(np.log2(-n) * self._f) - 1).astype(np.int64))
+                self._add_indices(self.neg, self._map.indices(-n))
         if self._qexp != _QNONE:
             self._qexp = _lattice_exp(v, self._qexp)
         self._count += int(v.size)
@@ -279,7 +276,7 @@ class LogBuckets:
         self.pos.downscale(by)
         self.neg.downscale(by)
         self.scale -= by
-        self._f = math.ldexp(1.0, self.scale)
+        self._map = LogMapping(self.scale)
 
     def _fit(self) -> tuple | None:
         """Lower the scale until the serialized state fits (finest scale that fits).
@@ -353,11 +350,7 @@ class LogBuckets:
         last = found.pop()
         bucket_of = {k: min(j, last) for k, j in zip(ranks, found)}
 
-        fac = self._f
-
-        def lower(i: int) -> float:  # LogMapping.lower, inlined
-            e = i / fac
-            return _INF if e >= 1024 else 0.0 if e < -1075 else 2.0**e
+        lower = self._map.lower
 
         def bucket(j: int) -> tuple[int, float, float]:
             c = int(counts[j])

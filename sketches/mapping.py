@@ -8,7 +8,7 @@ merging sketches of different scales exact.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,26 +20,28 @@ MAX_SCALE = 12
 
 @dataclass(slots=True, frozen=True)
 class LogMapping:
+    """The one place that turns values into bucket indices and back (``LogBuckets``
+    holds one per scale; ``otel`` converts layouts with it)."""
+
     scale: int
+    factor: float = field(init=False, repr=False, compare=False)  # 2**scale, cached
 
     def __post_init__(self) -> None:
-        if not MIN_SCALE <= self.scale <= MAX_SCALE:
+        if not isinstance(self.scale, int) or not MIN_SCALE <= self.scale <= MAX_SCALE:
             raise ValueError(f"scale {self.scale} outside [{MIN_SCALE}, {MAX_SCALE}]")
-
-    @property
-    def factor(self) -> float:
-        return math.ldexp(1.0, self.scale)
+        object.__setattr__(self, "factor", math.ldexp(1.0, self.scale))
 
     def index(self, x: float) -> int:
         """Bucket of a positive finite ``x`` (upper-inclusive, as OpenTelemetry)."""
-        return math.ceil(math.log2(x) * math.ldexp(1.0, self.scale)) - 1
+        return math.ceil(math.log2(x) * self.factor) - 1
 
     def indices(self, x: np.ndarray) -> np.ndarray:
-        return (np.ceil(np.log2(x) * math.ldexp(1.0, self.scale)) - 1).astype(np.int64)
+        """:meth:`index` of each (positive, finite) value, as int64."""
+        return (np.ceil(np.log2(x) * self.factor) - 1).astype(np.int64)
 
     def lower(self, i: int) -> float:
         """Lower bound of bucket ``i`` (``inf``/``0`` past the float range)."""
-        e = i / math.ldexp(1.0, self.scale)
+        e = i / self.factor
         if e >= 1024:
             return math.inf
         if e < -1075:
@@ -48,3 +50,6 @@ class LogMapping:
 
     def upper(self, i: int) -> float:
         return self.lower(i + 1)
+
+    def coarser(self, by: int) -> "LogMapping":
+        return LogMapping(self.scale - by)
