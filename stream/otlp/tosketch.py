@@ -1,0 +1,136 @@
+"""A histogram point (:class:`~stream.otlp.points.Hist`) as a ``LogBuckets`` in seconds.
+
+Exponential points in seconds import exactly (``sketches.from_otel``: same bucket
+layout, finer scales merged down). Everything else is a set of value ranges with
+counts - explicit buckets, or exponential buckets in another unit (ms -> s is not a
+power of two) - spread *linearly* within each range onto log buckets. That is the
+assumption Prometheus' ``histogram_quantile`` makes; a quantile's error is then at
+most the width of the explicit bucket it falls in (e.g. a p99 between bounds 0.25 and
+0.5 s is known only to lie in that interval), plus the log bucket's ~0.5-2 % width.
+Edges: the first bucket ``(-inf, b0]`` starts at the point's ``min`` when known, else
+at 0 (spread from ``b0/1024``, which is linear from 0 to within 0.1 %); the overflow
+bucket ``(b_last, +inf)`` ends at ``max`` when known, else all its values sit at
+``b_last`` - the histogram says nothing more.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sketches import ExponentialHistogramDataPoint, LogBuckets, OtelBuckets, from_otel
+
+from .points import Hist
+
+__all__ = ["hist_to_sketch", "ranges"]
+
+_MIN_SCALE, _MAX_SCALE = -10, 12
+
+
+def hist_to_sketch(h: Hist, unit_scale: float, max_bytes: int = 1024) -> LogBuckets:
+    """The point's counts in seconds (``unit_scale``: seconds per unit of the metric)."""
+    if h.scale is not None and unit_scale == 1.0:
+        return _exponential_exact(h, max_bytes)
+    lo, hi, counts, zeros = ranges(h, unit_scale)
+    return _spread(lo, hi, counts, zeros, h, unit_scale, max_bytes)
+
+
+def _exponential_exact(h: Hist, max_bytes: int) -> LogBuckets:
+    total = h.sum if math.isfinite(h.sum) else _estimate_sum(*ranges(h, 1.0)[:3])
+    dp = ExponentialHistogramDataPoint(
+        scale=int(h.scale),  # type: ignore[arg-type]
+        count=h.count, sum=total, zero_count=h.zero,
+        positive=OtelBuckets(h.offset, tuple(h.counts.tolist())), min=h.min, max=h.max,
+    )
+    return from_otel(dp, max_bytes=max_bytes)
+
+
+def ranges(h: Hist, unit_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Non-empty buckets as (lo, hi] in seconds with their counts, plus the count of zeros."""
+    if h.scale is not None:
+        k = h.offset + np.arange(h.counts.size, dtype=np.float64)
+        f = 2.0 ** -h.scale
+        lo, hi = np.exp2(k * f) * unit_scale, np.exp2((k + 1) * f) * unit_scale
+        keep = h.counts > 0
+        return lo[keep], hi[keep], h.counts[keep], h.zero
+    b = h.bounds * unit_scale  # type: ignore[operator]
+    n = h.counts.size
+    lo = np.empty(n)
+    hi = np.empty(n)
+    lo[1:], hi[:-1] = b, b
+    lo[0] = min(h.min * unit_scale, b[0]) if h.min is not None and b.size else 0.0
+    top = b[-1] if b.size else (h.max or 0.0) * unit_scale
+    hi[-1] = max(h.max * unit_scale, top) if h.max is not None else top
+    if b.size == 0:
+        lo[0] = (h.min or 0.0) * unit_scale
+    nz = np.flatnonzero(h.counts)
+    if nz.size and h.min is not None:
+        lo[nz[0]] = min(max(lo[nz[0]], h.min * unit_scale), hi[nz[0]])
+    if nz.size and h.max is not None:
+        hi[nz[-1]] = max(min(hi[nz[-1]], h.max * unit_scale), lo[nz[-1]])
+    zero_mask = hi <= 0.0
+    zeros = int(h.counts[zero_mask].sum())
+    keep = (h.counts > 0) & ~zero_mask
+    lo = np.where(lo[keep] <= 0.0, hi[keep] / 1024.0, lo[keep])
+    return lo, hi[keep], h.counts[keep], zeros
+
+
+def _estimate_sum(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray) -> float:
+    return float(np.dot(counts.astype(np.float64), (lo + hi) * 0.5))
+
+
+def _index(x: np.ndarray, scale: int) -> np.ndarray:
+    """Bucket ``i`` with ``x`` in ``(base**i, base**(i+1)]``."""
+    return np.ceil(np.log2(x) * 2.0 ** scale).astype(np.int64) - 1
+
+
+def _pick_scale(lo: np.ndarray, hi: np.ndarray, max_bytes: int) -> int:
+    octaves = float(np.log2(hi.max() / lo.min())) if lo.size else 0.0
+    if octaves <= 0:
+        return _MAX_SCALE
+    return int(min(_MAX_SCALE, max(_MIN_SCALE, math.floor(math.log2(max(max_bytes // 2, 1) / octaves)))))
+
+
+def _spread(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, zeros: int, h: Hist, unit_scale: float, max_bytes: int) -> LogBuckets:
+    scale = _pick_scale(lo, hi, max_bytes)
+    acc: dict[int, int] = {}
+    for a, b, c in zip(lo.tolist(), hi.tolist(), counts.tolist()):
+        for i, n in _spread_one(a, b, c, scale):
+            acc[i] = acc.get(i, 0) + n
+    first = min(acc) if acc else 0
+    dense = [0] * ((max(acc) - first + 1) if acc else 0)
+    for i, n in acc.items():
+        dense[i - first] = n
+    total = h.sum * unit_scale if math.isfinite(h.sum) else _estimate_sum(lo, hi, counts)
+    lo_v, hi_v = _edges(h, unit_scale, lo, hi, zeros)
+    dp = ExponentialHistogramDataPoint(
+        scale=scale, count=h.count, sum=total, zero_count=zeros, positive=OtelBuckets(first, tuple(dense)), min=lo_v, max=hi_v,
+    )
+    return from_otel(dp, max_bytes=max_bytes)
+
+
+def _edges(h: Hist, u: float, lo: np.ndarray, hi: np.ndarray, zeros: int) -> tuple[float | None, float | None]:
+    """The point's min/max in seconds, kept inside the occupied range (the sketch checks
+    that they come from its outermost buckets)."""
+    if h.min is None or h.max is None or h.count == 0:
+        return None, None
+    low = 0.0 if zeros else float(lo.min())
+    high = float(hi.max()) if lo.size else 0.0
+    return min(max(h.min * u, low), high), max(min(h.max * u, high), low)
+
+
+def _spread_one(a: float, b: float, c: int, scale: int) -> list[tuple[int, int]]:
+    """``c`` values uniform on (a, b] as integer counts per log bucket (cumulative rounding,
+    so the counts add up to ``c`` exactly)."""
+    ia, ib = (int(v) for v in _index(np.array([a, b]), scale))
+    if b <= a or ia == ib:
+        return [(ib, c)]
+    idx = np.arange(ia, ib + 1, dtype=np.int64)
+    upper = np.minimum(np.exp2((idx + 1) * 2.0 ** -scale), b)
+    frac = np.clip((upper - a) / (b - a), 0.0, 1.0)
+    frac[-1] = 1.0
+    cum = np.rint(frac * c).astype(np.int64)
+    n = np.diff(cum, prepend=0)
+    keep = n > 0
+    return list(zip(idx[keep].tolist(), n[keep].tolist()))
