@@ -8,6 +8,7 @@ nowhere, and the password has one home that never prints it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import ssl
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ __all__ = [
     "check_connection",
     "explain_kafka_error",
     "parse_bootstrap",
+    "redact_kafka_logs",
 ]
 
 PASSWORD_ENV = "SHIFTWATCH_SASL_PASSWORD"
@@ -230,6 +232,7 @@ class KafkaConnection:
             kw["ssl_context"] = self._ssl_context
         if self.mechanism:
             assert self.sasl_password is not None
+            redact_kafka_logs()  # before any client can log a SASL request carrying the password
             kw.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.sasl_username,
                       sasl_plain_password=self.sasl_password.value)
         return kw
@@ -246,6 +249,25 @@ class KafkaConnection:
     def admin_kwargs(self, **extra: Any) -> dict[str, Any]:
         """Kwargs for AIOKafkaAdminClient (extra ones win)."""
         return {"client_id": f"{self.client_id}-admin", **self._common(), **extra}
+
+
+class _SaslRedactor(logging.Filter):
+    """aiokafka.conn logs every request at DEBUG, and a SASL PLAIN SaslAuthenticateRequest
+    holds the password in clear (b'user\\x00user\\x00password'): blank such arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(type(a).__name__.startswith("SaslAuthenticate") for a in args):
+            record.args = tuple(f"{type(a).__name__}(<redacted>)" if type(a).__name__.startswith("SaslAuthenticate") else a
+                                for a in args)
+        return True
+
+
+def redact_kafka_logs() -> None:
+    """Install the SASL redaction filter on aiokafka's connection logger (idempotent)."""
+    logger = logging.getLogger("aiokafka.conn")
+    if not any(isinstance(f, _SaslRedactor) for f in logger.filters):
+        logger.addFilter(_SaslRedactor())
 
 
 class KafkaConnectionProblem(Exception):
