@@ -11,6 +11,15 @@ Anything it refuses (invalid UTF-8, NaN literals, out-of-range numbers, wrong
 types, RFC 3339 timestamps, missing fields) goes to the exact path — ``json`` plus
 per-event checks — which decides what is accepted and writes the dead letters. So
 the fast path changes speed, never results.
+
+Poison is decided here, the same way on both paths and in replay: nesting deeper than
+``DecodeLimits.max_depth`` is ``too_deep`` (checked without recursion, so it never depends
+on the caller's stack), and a key or label holding a lone UTF-16 surrogate (``"\\ud800"``:
+valid JSON, not valid Unicode, unencodable as UTF-8) is ``bad_key`` — such a string must
+never reach a checkpoint or an output record.
+
+Field mapping (``key_fields``, ``value_field``, ``ts_field``) reads other JSON shapes,
+such as access logs; see :mod:`stream.decode.fields`.
 """
 
 from __future__ import annotations
@@ -26,6 +35,10 @@ from typing import Annotated, Any, Iterable, Union
 import msgspec
 import numpy as np
 
+from .decode.depth import cheap_depth_bound, depth_exceeds
+from .decode.fields import MISSING, FieldMap, TypedMapping, resolve, typed_mapping
+from .labels import compose_key
+
 __all__ = [
     "DecodeLimits",
     "DeadLetter",
@@ -35,10 +48,17 @@ __all__ = [
     "Source",
     "REASONS",
     "UNIT_SCALE",
+    "TS_UNITS",
+    "parse_timestamp",
 ]
 
 #: Multiplier from an input unit to seconds.
 UNIT_SCALE: dict[str, float] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+
+#: Divisor from a numeric timestamp's unit to epoch seconds (a division by a power of ten
+#: is correctly rounded, a multiplication by 1e-3 is not).
+TS_UNITS: dict[str, float] = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
 
 #: Every reason code a dead-letter record can carry (documented in the README).
 REASONS: tuple[str, ...] = (
@@ -102,6 +122,11 @@ class DecodeLimits:
     #: Timestamps must lie in [min_ts, max_ts] epoch seconds (1970 .. 2286).
     min_ts: float = 0.0
     max_ts: float = 1e10
+    #: Deepest nesting accepted (the message's own object or array is level 1).
+    max_depth: int = 64
+    #: With a ts unit finer than seconds, a value before this (1980) that would be a
+    #: plausible time in a coarser unit is taken as given in the wrong unit.
+    plausible_min_ts: float = 315532800.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -216,28 +241,30 @@ class _Reject(Exception):
         self.reason = reason
         self.error = error
 
+    def at(self, path: str) -> "_Reject":
+        """The same reject, its message prefixed with the field's path."""
+        return _Reject(self.reason, f"{path}: {self.error}")
 
-def parse_timestamp(ts: Any, limits: DecodeLimits) -> float:
-    """Epoch seconds from a number or an RFC 3339 string."""
+
+def parse_timestamp(ts: Any, limits: DecodeLimits, unit: str = "s") -> float:
+    """Epoch seconds from a number in ``unit`` or an RFC 3339 string."""
     if isinstance(ts, bool):
         raise _Reject("bad_timestamp", "ts must be epoch seconds or an RFC 3339 string, got a boolean")
     if isinstance(ts, (int, float)):
-        t = float(ts)
+        x = float(ts) if isinstance(ts, float) else _int_to_float(ts)
+        div = TS_UNITS[unit]
+        t = x / div if div != 1.0 else x
         if not math.isfinite(t):
             raise _Reject("bad_timestamp", f"ts must be finite, got {ts!r}")
-        if t > limits.max_ts and t / 1000.0 <= limits.max_ts:
-            raise _Reject("bad_timestamp", f"ts {ts!r} looks like epoch milliseconds; shiftwatch expects epoch seconds")
+        if t > limits.max_ts or (div != 1.0 and t < limits.plausible_min_ts):
+            likely = _ts_unit_hint(x, unit, limits)
+            if likely is not None:
+                extra = "" if unit == "s" else f" (ts_unit {unit})"
+                raise _Reject(
+                    "bad_timestamp", f"ts {ts!r} looks like epoch {_UNIT_NAMES[likely]}; shiftwatch expects epoch {_UNIT_NAMES[unit]}{extra}"
+                )
     elif isinstance(ts, str):
-        if len(ts) > 64:
-            raise _Reject("bad_timestamp", "ts string is longer than 64 characters")
-        text = ts.strip()
-        try:
-            dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-        except ValueError:
-            raise _Reject("bad_timestamp", f"ts {ts!r} is not RFC 3339") from None
-        if dt.tzinfo is None:
-            raise _Reject("bad_timestamp", f"ts {ts!r} has no UTC offset (RFC 3339 requires one)")
-        t = dt.timestamp()
+        t = _parse_rfc3339(ts)
     else:
         raise _Reject("bad_timestamp", f"ts must be epoch seconds or an RFC 3339 string, got {type(ts).__name__}")
     if not (limits.min_ts <= t <= limits.max_ts):
@@ -245,23 +272,98 @@ def parse_timestamp(ts: Any, limits: DecodeLimits) -> float:
     return t
 
 
+def _parse_rfc3339(ts: str) -> float:
+    if len(ts) > 64:
+        raise _Reject("bad_timestamp", "ts string is longer than 64 characters")
+    text = ts.strip()
+    try:
+        dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise _Reject("bad_timestamp", f"ts {ts!r} is not RFC 3339") from None
+    if dt.tzinfo is None:
+        raise _Reject("bad_timestamp", f"ts {ts!r} has no UTC offset (RFC 3339 requires one)")
+    return dt.timestamp()
+
+
+def _ts_unit_hint(x: float, unit: str, limits: DecodeLimits) -> str | None:
+    """The unit ``x`` was most likely given in: a finer one when it lands beyond
+    ``max_ts`` (1.76e12 read as seconds is the year 57000), a coarser one when a fine
+    unit puts it before 1980 while the coarser unit gives a plausible time."""
+    order = list(TS_UNITS)
+    i = order.index(unit)
+    if x / TS_UNITS[unit] > limits.max_ts:
+        for u in order[i + 1 :]:
+            if x / TS_UNITS[u] <= limits.max_ts:
+                return u
+        return None
+    for u in reversed(order[:i]):
+        if limits.plausible_min_ts <= x / TS_UNITS[u] <= limits.max_ts:
+            return u
+    return None
+
+
+def _not_unicode(s: str) -> str | None:
+    """Why ``s`` cannot be encoded as UTF-8 (a lone surrogate), or None when it can."""
+    if s.isascii():
+        return None
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"not valid Unicode: lone surrogate U+{ord(s[e.start]):04X} at character {e.start}"
+    return None
+
+
 class Decoder:
     """Turns message bytes into (key, seconds, ts) events and dead letters.
 
-    Configure once (input unit, limits), then call :meth:`decode` per message.
-    ``default_ts`` (for instance the Kafka record timestamp) is used when an
-    event carries no ``ts``.
+    Configure once (input unit, limits, numeric ``ts_unit``, field mapping), then call
+    :meth:`decode` per message or :meth:`decode_batch` per batch. ``default_ts`` (for
+    instance the Kafka record timestamp, in seconds) is used when an event carries no ts.
+
+    Field mapping: ``key_fields`` (dotted paths; several make a composite key with
+    :func:`stream.labels.compose_key`), ``value_field``, ``ts_field``. When ``key_fields``
+    is given, every key's labels ``{path: value}`` are recorded in ``Decoded.labels``.
+    Key fields may hold strings, integers (written in decimal) or booleans (``true`` /
+    ``false``); floats, null, arrays and objects are ``bad_key``.
     """
 
-    __slots__ = ("unit", "scale", "limits", "_types")
+    __slots__ = ("unit", "scale", "limits", "ts_unit", "ts_div", "fields", "_types", "_typed", "_segs", "_fast_fn")
 
-    def __init__(self, unit: str = "ms", limits: DecodeLimits | None = None) -> None:
+    def __init__(
+        self,
+        unit: str = "ms",
+        limits: DecodeLimits | None = None,
+        *,
+        ts_unit: str = "s",
+        key_fields: "tuple[str, ...] | list[str] | str | None" = None,
+        value_field: str = "value",
+        ts_field: str = "ts",
+    ) -> None:
         if unit not in UNIT_SCALE:
             raise ValueError(f"unknown input unit {unit!r}; choose one of {sorted(UNIT_SCALE)}")
+        if ts_unit not in TS_UNITS:
+            raise ValueError(f"unknown ts unit {ts_unit!r}; choose one of {', '.join(TS_UNITS)}")
         self.unit = unit
         self.scale = UNIT_SCALE[unit]
         self.limits = limits or DecodeLimits()
+        self.ts_unit = ts_unit
+        self.ts_div = TS_UNITS[ts_unit]
+        if isinstance(key_fields, str):
+            key_fields = tuple(p.strip() for p in key_fields.split(","))
+        self.fields = FieldMap(tuple(key_fields) if key_fields is not None else ("key",), value_field, ts_field, key_fields is not None)
         self._types = _fast_types(self.limits.max_key_chars)
+        self._segs = {p: tuple(p.split(".")) for p in (*self.fields.key_fields, value_field, ts_field)}
+        if self.fields.is_default:
+            self._typed: TypedMapping | None = None
+            self._fast_fn = self._fast
+        else:
+            self._typed = typed_mapping(self.fields, self.limits.max_key_chars)
+            self._fast_fn = self._fast_mapped if self._typed is not None else _never
+
+    @property
+    def mapped(self) -> bool:
+        """True when events are read by field mapping rather than as ``{key, value, ts}``."""
+        return not self.fields.is_default
 
     # -- one value -------------------------------------------------------
     def _value(self, v: Any) -> float:
@@ -284,11 +386,17 @@ class Decoder:
             raise _Reject("bad_key", "key must not be empty")
         if len(k) > self.limits.max_key_chars:
             raise _Reject("bad_key", f"key is {len(k)} characters, the limit is {self.limits.max_key_chars}")
+        why = _not_unicode(k)
+        if why:
+            raise _Reject("bad_key", f"key is {why}")
         return k
 
     def _event(self, obj: Any, default_ts: float | None, out: Decoded) -> None:
         if not isinstance(obj, dict):
             raise _Reject("not_an_object", f"an event must be a JSON object, got {_json_type(obj)}")
+        if self.mapped:
+            self._mapped_event(obj, default_ts, out)
+            return
         if "values" in obj and "value" not in obj:
             self._columnar(obj, default_ts, out)
             return
@@ -302,7 +410,7 @@ class Decoder:
 
     def _ts(self, obj: dict[str, Any], default_ts: float | None) -> float:
         if "ts" in obj:
-            return parse_timestamp(obj["ts"], self.limits)
+            return parse_timestamp(obj["ts"], self.limits, self.ts_unit)
         if default_ts is None:
             raise _Reject("missing_field", "event has no 'ts' field and the message has no timestamp")
         return default_ts
@@ -325,16 +433,66 @@ class Decoder:
         else:
             if ts_field is None:
                 raise _Reject("missing_field", "columnar event has no 'ts' field and the message has no timestamp")
-            t = parse_timestamp(ts_field, self.limits)
+            # The message timestamp is already seconds; a 'ts' field is in ts_unit.
+            t = parse_timestamp(ts_field, self.limits, self.ts_unit if "ts" in obj else "s")
             stamps = None
         for i, v in enumerate(values):
             try:
                 val = self._value(v)
-                ts = parse_timestamp(stamps[i], self.limits) if stamps is not None else t
+                ts = parse_timestamp(stamps[i], self.limits, self.ts_unit) if stamps is not None else t
             except _Reject as r:
                 out.dead.append(DeadLetter(r.reason, f"values[{i}]: {r.error}", _dump(v), index=i))
                 continue
             out.append(key, val, ts)
+
+    # -- mapped events ---------------------------------------------------
+    def _mapped_event(self, obj: dict[str, Any], default_ts: float | None, out: Decoded) -> None:
+        """One event read through the field mapping; errors name the field's path."""
+        fm, segs = self.fields, self._segs
+        parts = [self._key_part(resolve(obj, p, segs[p]), p) for p in fm.key_fields]
+        key = compose_key(parts)
+        if len(key) > self.limits.max_key_chars:
+            raise _Reject("bad_key", f"key ({','.join(fm.key_fields)}) is {len(key)} characters, the limit is {self.limits.max_key_chars}")
+        v = resolve(obj, fm.value_field, segs[fm.value_field])
+        if v is MISSING:
+            raise _Reject("missing_field", f"event has no {fm.value_field!r} field")
+        try:
+            value = self._value(v)
+        except _Reject as r:
+            raise r.at(fm.value_field) from None
+        t = resolve(obj, fm.ts_field, segs[fm.ts_field])
+        if t is MISSING:
+            if default_ts is None:
+                raise _Reject("missing_field", f"event has no {fm.ts_field!r} field and the message has no timestamp")
+            ts = default_ts
+        else:
+            try:
+                ts = parse_timestamp(t, self.limits, self.ts_unit)
+            except _Reject as r:
+                raise r.at(fm.ts_field) from None
+        out.append(key, value, ts)
+        if fm.labelled and key not in out.labels:
+            out.labels[key] = dict(zip(fm.key_fields, parts))
+
+    def _key_part(self, v: Any, path: str) -> str:
+        if v is MISSING:
+            raise _Reject("missing_field", f"event has no {path!r} field")
+        if type(v) is str:
+            s = v
+        elif type(v) is bool:
+            s = "true" if v else "false"
+        elif type(v) is int:
+            s = str(v)
+        else:
+            raise _Reject("bad_key", f"{path}: a key field must be a string, integer or boolean, got {_json_type(v)}")
+        if not s:
+            raise _Reject("bad_key", f"{path}: must not be empty")
+        if len(s) > self.limits.max_key_chars:
+            raise _Reject("bad_key", f"{path}: is {len(s)} characters, the limit is {self.limits.max_key_chars}")
+        why = _not_unicode(s)
+        if why:
+            raise _Reject("bad_key", f"{path}: {why}")
+        return s
 
     # -- one message -----------------------------------------------------
     def decode(self, raw: bytes, source: Source | None = None, default_ts: float | None = None) -> Decoded:
@@ -352,36 +510,17 @@ class Decoder:
                 DeadLetter("too_large", f"message is {len(raw)} bytes, the limit is {self.limits.max_message_bytes}", raw, source=source)
             )
             return out
-        if fast and self._fast(raw, default_ts, out):
+        if fast and self._fast_fn(raw, default_ts, out):
             return out
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            out.dead.append(DeadLetter("invalid_utf8", f"message is not UTF-8: {e}", raw, source=source))
-            return out
-        try:
-            doc = json.loads(text)
-        except RecursionError:
-            out.dead.append(DeadLetter("too_deep", "JSON nesting is too deep", raw, source=source))
-            return out
-        except ValueError as e:
-            out.dead.append(DeadLetter("invalid_json", f"invalid JSON: {e}", raw, source=source))
+        doc = self._parse(raw, source, out)
+        if doc is _FAILED:
             return out
         if isinstance(doc, list):
-            if len(doc) > self.limits.max_events_per_message:
-                out.dead.append(
-                    DeadLetter("too_large", f"{len(doc)} events in one message; the limit is {self.limits.max_events_per_message}", raw, source=source)
-                )
-                return out
-            for i, item in enumerate(doc):
-                try:
-                    self._event(item, default_ts, out)
-                except _Reject as r:
-                    out.dead.append(DeadLetter(r.reason, f"[{i}]: {r.error}", _dump(item), index=i, source=source))
-                except RecursionError:
-                    out.dead.append(DeadLetter("too_deep", f"[{i}]: JSON nesting is too deep", b"", index=i, source=source))
+            self._array(doc, raw, source, default_ts, out)
             return out
         try:
+            if cheap_depth_bound(raw) > self.limits.max_depth and depth_exceeds(doc, self.limits.max_depth):
+                raise _Reject("too_deep", f"JSON nesting is deeper than {self.limits.max_depth} levels")
             self._event(doc, default_ts, out)
         except _Reject as r:
             # A columnar message may have added some good values before failing.
@@ -391,12 +530,48 @@ class Decoder:
             out.dead = [d if d.source else _with_source(d, source) for d in out.dead]
         return out
 
+    def _parse(self, raw: bytes, source: Source | None, out: Decoded) -> Any:
+        """json.loads of the message, or _FAILED with its dead letter added."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            out.dead.append(DeadLetter("invalid_utf8", f"message is not UTF-8: {e}", raw, source=source))
+            return _FAILED
+        try:
+            return json.loads(text)
+        except RecursionError:
+            out.dead.append(DeadLetter("too_deep", f"JSON nesting is deeper than {self.limits.max_depth} levels", raw, source=source))
+        except ValueError as e:
+            out.dead.append(DeadLetter("invalid_json", f"invalid JSON: {e}", raw, source=source))
+        return _FAILED
+
+    def _array(self, doc: list[Any], raw: bytes, source: Source | None, default_ts: float | None, out: Decoded) -> None:
+        """A JSON array of events: each element is accepted or dead-lettered alone."""
+        if len(doc) > self.limits.max_events_per_message:
+            out.dead.append(
+                DeadLetter("too_large", f"{len(doc)} events in one message; the limit is {self.limits.max_events_per_message}", raw, source=source)
+            )
+            return
+        limit = self.limits.max_depth
+        containers = sum(1 for x in doc if type(x) is dict or type(x) is list)
+        check_depth = cheap_depth_bound(raw, containers) > limit
+        for i, item in enumerate(doc):
+            try:
+                if check_depth and depth_exceeds(item, limit - 1):
+                    raise _Reject("too_deep", f"JSON nesting is deeper than {limit} levels")
+                self._event(item, default_ts, out)
+            except _Reject as r:
+                out.dead.append(DeadLetter(r.reason, f"[{i}]: {r.error}", _dump(item), index=i, source=source))
+            except RecursionError:  # pragma: no cover - the depth check comes first
+                out.dead.append(DeadLetter("too_deep", f"[{i}]: JSON nesting is too deep", b"", index=i, source=source))
+
     def _fast(self, raw: bytes, default_ts: float | None, out: Decoded) -> bool:
         """Typed parsing and batch range checks for messages that are entirely valid.
 
         Returns False, having added nothing, whenever the exact path must decide.
         """
         head = raw[:1] if raw[:1] not in _WS else raw.lstrip()[:1]
+        n_containers = 1
         try:
             if head == b"[":
                 evs = self._types.array.decode(raw)
@@ -405,6 +580,7 @@ class Decoder:
                 keys = [e.key for e in evs]
                 vals = [e.value for e in evs]
                 stamps = [e.ts for e in evs]
+                n_containers = len(evs)
             elif head == b"{":
                 try:
                     e = self._types.event.decode(raw)
@@ -425,20 +601,77 @@ class Decoder:
                     keys, vals = [c.key] * n, c.values
             else:
                 return False
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             return False
+        if cheap_depth_bound(raw, n_containers) > self.limits.max_depth:
+            return False
+        return self._accept(keys, vals, stamps, default_ts, out, None)
+
+    def _fast_mapped(self, raw: bytes, default_ts: float | None, out: Decoded) -> bool:
+        """The typed path for a field mapping: structs shaped like the paths."""
+        tm = self._typed
+        assert tm is not None
+        head = raw[:1] if raw[:1] not in _WS else raw.lstrip()[:1]
+        try:
+            if head == b"[":
+                evs = tm.array.decode(raw)
+                if not evs or len(evs) > self.limits.max_events_per_message:
+                    return False
+            elif head == b"{":
+                evs = [tm.event.decode(raw)]
+            else:
+                return False
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return False
+        if cheap_depth_bound(raw, len(evs)) > self.limits.max_depth:
+            return False
+        if len(tm.keys) == 1:
+            g = tm.keys[0]
+            keys = [g(e) for e in evs]
+            parts = [[k] for k in keys] if self.fields.labelled else None
+        else:
+            parts = [[g(e) for g in tm.keys] for e in evs]
+            keys = [compose_key(p) for p in parts]
+            if max(map(len, keys)) > self.limits.max_key_chars:
+                return False
+        vals = [tm.value(e) for e in evs]
+        stamps = [tm.ts(e) for e in evs]
+        return self._accept(keys, vals, stamps, default_ts, out, parts)
+
+    def _accept(self, keys: list[str], vals: list[float], stamps: list[Any], default_ts: float | None, out: Decoded, parts: list[list[str]] | None) -> bool:
+        """Range checks of typed events, then append them all; False leaves it to the exact path."""
+        lim = self.limits
+        div = self.ts_div
+        strings = False
+        for t in stamps:
+            if type(t) is str:
+                strings = True
+                break
+        if strings:
+            try:
+                stamps = [parse_timestamp(t, lim) if type(t) is str else t / div for t in stamps]
+            except _Reject:
+                return False
+            div = 1.0
+        elif div != 1.0:
+            stamps = [t / div for t in stamps]
         total = sum(stamps)
         if total != total:  # NaN: only the absent-ts default can be NaN
-            # an event without ts: the message timestamp stands in, if there is one
+            # an event without ts: the message timestamp (already seconds) stands in, if there is one
             if default_ts is None:
                 return False
             stamps = [default_ts if t != t else t for t in stamps]
-        lim = self.limits
         # msgspec never yields NaN or inf for a JSON number, so min/max suffice.
         scale = self.scale
-        if min(vals) < 0.0 or max(vals) * scale > lim.max_value_s or min(stamps) < lim.min_ts or max(stamps) > lim.max_ts:
+        lo = lim.min_ts if self.ts_div == 1.0 else max(lim.min_ts, lim.plausible_min_ts)
+        if min(vals) < 0.0 or max(vals) * scale > lim.max_value_s or min(stamps) < lo or max(stamps) > lim.max_ts:
             return False
         out.append_many(keys, [v * scale for v in vals] if scale != 1.0 else vals, stamps)
+        if parts is not None:
+            labels, paths = out.labels, self.fields.key_fields
+            for k, p in zip(keys, parts):
+                if k not in labels:
+                    labels[k] = dict(zip(paths, p))
         return True
 
     def decode_batch(self, items: Iterable[tuple[bytes | None, int, float | None]], topic: str, partition: int) -> Decoded:
@@ -448,7 +681,7 @@ class Decoder:
         straight to the batch, so a record costs little more than its parse.
         """
         out = Decoded()
-        fast, limit = self._fast, self.limits.max_message_bytes
+        fast, limit = self._fast_fn, self.limits.max_message_bytes
         for raw, offset, default_ts in items:
             if type(raw) is bytes and len(raw) <= limit and fast(raw, default_ts, out):
                 continue
@@ -464,6 +697,12 @@ class Decoder:
 
 _NAN = math.nan
 _WS = (b" ", b"\t", b"\n", b"\r")
+_FAILED: Any = object()
+
+
+def _never(raw: bytes, default_ts: float | None, out: Decoded) -> bool:
+    """No typed path (overlapping field paths): the exact path decides every message."""
+    return False
 
 
 @dataclass(slots=True, frozen=True)
@@ -476,10 +715,11 @@ class _FastTypes:
 def _fast_types(max_key_chars: int) -> _FastTypes:
     """msgspec decoders for the three valid message shapes (keys bounded as configured).
 
-    ``ts`` defaults to NaN, which JSON cannot express, so NaN means "absent".
+    ``ts`` defaults to NaN, which JSON cannot express, so NaN means "absent". A string
+    ``ts`` (RFC 3339) is parsed by the exact path's own function.
     """
     Key = Annotated[str, msgspec.Meta(min_length=1, max_length=max_key_chars)]
-    Event = msgspec.defstruct("Event", [("key", Key), ("value", float), ("ts", float, _NAN)], gc=False)
+    Event = msgspec.defstruct("Event", [("key", Key), ("value", float), ("ts", Union[float, str], _NAN)], gc=False)
     Columnar = msgspec.defstruct("Columnar", [("key", Key), ("values", list[float]), ("ts", Union[float, list[float]], _NAN)], gc=False)
     return _FastTypes(msgspec.json.Decoder(Event), msgspec.json.Decoder(list[Event]), msgspec.json.Decoder(Columnar))
 

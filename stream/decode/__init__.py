@@ -1,0 +1,1 @@
+"""Helpers of the JSON decoder (``stream.events``): nesting depth, field mapping."""
