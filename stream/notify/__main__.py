@@ -1,0 +1,7 @@
+"""``python -m stream.notify --config FILE ...`` (the same as ``shiftwatch notify``)."""
+
+import sys
+
+from .runner import main
+
+sys.exit(main())

@@ -1,0 +1,200 @@
+"""``shiftwatch notify``: a consumer group on the shift topic feeding the sinks.
+
+One record at a time: every sink finishes it (delivered, filtered, duplicate or
+dead-lettered, all recorded in the delivered topic) before its offset is committed.
+A crash therefore re-reads at most the records after the last commit, and the
+delivered topic keeps them from being posted twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, TopicAlreadyExistsError
+from prometheus_client import generate_latest
+
+from .config import ConfigError, NotifyConfig, load_config
+from .delivery import RetryPolicy
+from .notifier import Notifier, NotifyMetrics
+from .secrets import Redactor
+from .sinks import make_sink
+from .store import DeliveredStore
+
+__all__ = ["run_notify", "build_notify_parser", "notify_async", "bootstrap_servers"]
+
+log = logging.getLogger("shiftwatch.notify")
+
+
+def bootstrap_servers(broker: str) -> str:
+    """``kafka://h1:9092,kafka://h2:9092`` -> ``h1:9092,h2:9092``."""
+    return ",".join(b.strip().split("://", 1)[-1] for b in broker.split(","))
+
+
+async def ensure_topics(bootstrap: str, cfg: NotifyConfig, shift_topic: str, kw: dict[str, Any]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="shiftwatch-notify-admin", **kw)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [NewTopic(cfg.delivered_topic, 1, 1, topic_configs={"cleanup.policy": "compact"}),
+                  NewTopic(cfg.dead_letter_topic, 1, 1), NewTopic(shift_topic, 1, 1)]
+        todo = [t for t in wanted if t.name not in existing]
+        if todo:
+            try:
+                await admin.create_topics(todo)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+def _web(metrics: NotifyMetrics, ready: asyncio.Event) -> web.Application:
+    async def readyz(_: web.Request) -> web.Response:
+        return web.Response(text="ready\n" if ready.is_set() else "starting\n", status=200 if ready.is_set() else 503)
+
+    async def metrics_page(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    app = web.Application()
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/healthz", lambda _: web.Response(text="ok\n"))
+    app.router.add_get("/metrics", metrics_page)
+    return app
+
+
+class _Assigned(ConsumerRebalanceListener):
+    """On assignment, read what other notifiers delivered meanwhile."""
+
+    def __init__(self, store: DeliveredStore, ready: asyncio.Event) -> None:
+        self.store, self.ready = store, ready
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.store.catch_up()
+        self.ready.set()
+
+
+async def notify_async(broker: str, shift_topic: str, cfg: NotifyConfig, stop: asyncio.Event,
+                       client_kwargs: dict[str, Any] | None = None, redact: Redactor | None = None) -> None:
+    """Run until ``stop`` is set."""
+    kw = dict(client_kwargs or {})
+    bootstrap = bootstrap_servers(broker)
+    redact = redact or Redactor(cfg.secrets())
+    await ensure_topics(bootstrap, cfg, shift_topic, kw)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0, **kw)
+    await producer.start()
+    metrics, ready = NotifyMetrics([s.name for s in cfg.sinks]), asyncio.Event()
+    runner = web.AppRunner(_web(metrics, ready), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.web_host, cfg.web_port)
+    await site.start()
+    consumer = None
+    try:
+        store = DeliveredStore(bootstrap, cfg.delivered_topic, lambda k, v: producer.send_and_wait(cfg.delivered_topic, v, key=k), kw)
+        await store.catch_up()
+        rng = random.Random(cfg.jitter_seed)
+        policy = lambda: RetryPolicy(cfg.max_attempts, cfg.backoff_initial_s, cfg.backoff_max_s, rng)  # noqa: E731
+        async with aiohttp.ClientSession() as session:
+            notifier = Notifier(cfg, [make_sink(s) for s in cfg.sinks], store, session,
+                                lambda v: producer.send_and_wait(cfg.dead_letter_topic, v), metrics, redact, policy)
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=cfg.group, enable_auto_commit=False,
+                                        auto_offset_reset=cfg.start, **kw)
+            await consumer.start()
+            consumer.subscribe([shift_topic], listener=_Assigned(store, ready))
+            log.info("notify: group %s on %s, %d sink(s): %s", cfg.group, shift_topic, len(cfg.sinks), ", ".join(f"{s.name} ({s.type})" for s in cfg.sinks))
+            await _loop(consumer, notifier, stop)
+    finally:
+        if consumer is not None:
+            await consumer.stop()
+        await producer.stop()
+        await runner.cleanup()
+
+
+async def _loop(consumer: AIOKafkaConsumer, notifier: Notifier, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        batch = await consumer.getmany(timeout_ms=300, max_records=100)
+        for tp, records in batch.items():
+            for rec in records:
+                await notifier.handle(rec.value, {"topic": tp.topic, "partition": tp.partition, "offset": rec.offset})
+                try:
+                    await consumer.commit({tp: rec.offset + 1})
+                except (CommitFailedError, IllegalStateError) as e:
+                    log.warning("commit of %s:%d failed (%s); the records are re-read and de-duplicated", tp.topic, tp.partition, e)
+                    break
+            if stop.is_set():
+                return
+
+
+def run_notify(broker: str, shift_topic: str, config_path: str, web_port: int | None = None,
+               client_kwargs: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> int:
+    """Load the config and run until SIGTERM/SIGINT. 0 on a clean stop, 2 on a bad config, 1 on a broker error."""
+    try:
+        cfg = load_config(config_path, env)
+    except ConfigError as e:
+        print(f"shiftwatch notify: error: {e}", file=sys.stderr)
+        return 2
+    if web_port is not None:
+        cfg = _with_port(cfg, web_port)
+    redact = Redactor(cfg.secrets())
+    for h in logging.getLogger().handlers or []:
+        h.addFilter(redact)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await notify_async(broker, shift_topic, cfg, stop, client_kwargs, redact)
+
+    try:
+        asyncio.run(main())
+    except (KafkaError, OSError) as e:
+        log.error("notify stopped: %s", redact(str(e) or type(e).__name__))
+        return 1
+    return 0
+
+
+def _with_port(cfg: NotifyConfig, port: int) -> NotifyConfig:
+    from dataclasses import replace
+
+    return replace(cfg, web_port=port)
+
+
+def add_notify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="FILE", help="notifier config (TOML, or YAML): sinks, filters, retries")
+    p.add_argument("--broker", default=os.environ.get("SHIFTWATCH_BROKER", "kafka://127.0.0.1:9092"), help="kafka://HOST:PORT[,...] (env SHIFTWATCH_BROKER)")
+    p.add_argument("--shift-topic", default=os.environ.get("SHIFTWATCH_SHIFT_TOPIC", "shiftwatch-shifts"), help="topic of shift events (env SHIFTWATCH_SHIFT_TOPIC)")
+    p.add_argument("--web-port", type=int, default=None, help="port of /metrics and /readyz (overrides the config's notify.web_port)")
+    p.add_argument("--log-level", default=os.environ.get("SHIFTWATCH_LOG_LEVEL", "info"), choices=("crit", "error", "warn", "info", "debug"))
+
+
+def build_notify_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``notify`` to a CLI's subparsers."""
+    p = subparsers.add_parser("notify", help="deliver shifts, retractions and incidents to Slack, webhooks and Grafana annotations",
+                              description="Reads the shift topic in its own consumer group and delivers each event to the sinks of a config file.")
+    add_notify_arguments(p)
+    return p
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    level = {"crit": logging.CRITICAL, "warn": logging.WARNING}.get(args.log_level, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return run_notify(args.broker, args.shift_topic, args.config, web_port=args.web_port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="shiftwatch notify")
+    add_notify_arguments(p)
+    return main_from_args(p.parse_args(argv))
