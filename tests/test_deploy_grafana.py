@@ -13,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "shiftwatch.json"
-SUMMARY_SUFFIXES = ("_sum", "_count")
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 BUILTIN_METRICS = {"up"}  # Prometheus' own scrape health
 
 
@@ -22,7 +22,7 @@ def documented_metrics() -> set[str]:
     rows = re.findall(r"^\| `(shiftwatch_[a-z0-9_]+)` \| ([^|]+)\|", text, re.M)
     assert len(rows) >= 10, rows
     names = {n for n, _ in rows}
-    names |= {n + s for n, kind in rows if kind.strip().startswith("summary") for s in SUMMARY_SUFFIXES}
+    names |= {n + s for n, kind in rows if kind.strip().startswith("histogram") for s in HISTOGRAM_SUFFIXES}
     return names
 
 
@@ -109,15 +109,18 @@ def test_queries_use_only_documented_metrics(dash):
 def test_metric_name_extraction():
     assert metric_names('sum by (key) (rate(shiftwatch_latency_seconds_sum{key=~"$key"}[$__rate_interval]))') == {"shiftwatch_latency_seconds_sum"}
     assert metric_names("time() - shiftwatch_last_event_timestamp_seconds") == {"shiftwatch_last_event_timestamp_seconds"}
-    assert metric_names("label_values(shiftwatch_latency_seconds, key)") == {"shiftwatch_latency_seconds"}
-    assert metric_names("max by (key, quantile) (shiftwatch_snapshot_latency_seconds) > 0 or up") == {"shiftwatch_snapshot_latency_seconds", "up"}
+    assert metric_names("label_values(shiftwatch_latency_seconds_count, key)") == {"shiftwatch_latency_seconds_count"}
+    assert metric_names("max by (key, percentile) (shiftwatch_snapshot_latency_seconds) > 0 or up") == {"shiftwatch_snapshot_latency_seconds", "up"}
+    assert metric_names('histogram_quantile(0.99, sum by (key, le) (rate(x_bucket{key=~"$key"}[5m])))') == {"x_bucket"}
 
 
 def test_the_required_views_exist(dash):
     exprs = " ".join(e for _, e in queries(dash))
     for needle in (
-        'shiftwatch_latency_seconds{key=~"$key", quantile=~"$quantile"}',  # per-key percentiles
-        "shiftwatch_snapshot_latency_seconds",  # snapshot percentiles
+        # per-key percentiles added up over workers
+        'histogram_quantile(0.99, sum by (key, le) (rate(shiftwatch_latency_seconds_bucket{key=~"$key"}[$__rate_interval])))',
+        'histogram_quantile(0.5, sum by (key, le) (rate(shiftwatch_latency_seconds_bucket{key=~"$key"}[$__rate_interval])))',
+        'shiftwatch_snapshot_latency_seconds{key=~"$key", percentile=~"$percentile"}',  # snapshot percentiles
         "rate(shiftwatch_events_accepted_total",  # event rate
         "rate(shiftwatch_events_rejected_total",  # rejection rate
         "shiftwatch_event_time_lag_seconds",  # lag
@@ -128,7 +131,11 @@ def test_the_required_views_exist(dash):
     assert shifts and shifts[0]["enable"] and "increase(shiftwatch_shifts_total" in shifts[0]["expr"]
     key_var = next(v for v in dash["templating"]["list"] if v["name"] == "key")
     assert key_var["multi"] and key_var["includeAll"]
-    assert "label_values(shiftwatch_latency_seconds, key)" in json.dumps(key_var["query"])
+    assert "label_values(shiftwatch_latency_seconds_count, key)" in json.dumps(key_var["query"])
+    # Summaries' quantile label is gone: no query may select on it.
+    assert "quantile=" not in exprs and "quantile)" not in exprs
+    heat = [p for p in panels(dash) if p["type"] == "heatmap"]
+    assert heat and heat[0]["targets"][0]["format"] == "heatmap" and "shiftwatch_latency_seconds_bucket" in heat[0]["targets"][0]["expr"]
 
 
 def test_datasource_uids_are_consistent(dash, datasource):
