@@ -84,7 +84,7 @@ class OtlpDecoder:
         self._spans = SpanConfig(kinds, error_spans == "separate", self.limits)
         self._metrics = MetricConfig(UNIT_SCALE[unit], metric_names, sketch_bytes, self.limits)
         self._keys = SpanKeys()
-        self.differencer = differencer or CumulativeDifferencer()
+        self.differencer = differencer if differencer is not None else CumulativeDifferencer()
         self.stats = OtlpStats()
 
     def decode(self, raw: bytes, source: Source | None = None, default_ts: float | None = None) -> Decoded:
