@@ -33,7 +33,7 @@ class Seen:
 @dataclass
 class FakeServer:
     """``plan[path]`` is a list of answers used one per request, then 200:
-    an int status, ``("429", seconds)``, ``("slow", seconds)`` or ``"reset"``."""
+    an int status, ``("429", seconds)``, ``("echo", status)`` (an error page quoting the URL), ``("slow", seconds)`` or ``"reset"``."""
 
     delay: float = 0.0
     plan: dict[str, list] = field(default_factory=dict)
@@ -86,6 +86,8 @@ class FakeServer:
         if isinstance(answer, tuple) and answer[0] == "slow":
             await asyncio.sleep(answer[1])
             answer = 200
+        if isinstance(answer, tuple) and answer[0] == "echo":  # an error page quoting the URL
+            return web.Response(status=answer[1], text=f"no such hook: {request.url}")
         if isinstance(answer, tuple) and answer[0] == "429":
             return web.Response(status=429, text="slow down", headers={"Retry-After": str(answer[1])})
         if answer != 200:
