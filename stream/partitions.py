@@ -24,10 +24,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 from .checkpoint import CheckpointError, decode_key_state, encode_key_state
-from .events import Decoded, Source
+from .events import Decoded, Decoder, Source
 from .pipeline import KeyBudget, KeyState, Output, Pipeline, PipelineConfig, Stats
 from .records import ShiftEvent
 
@@ -57,13 +57,15 @@ class _Part:
     #: key → offset its restored state reflects (events below it are skipped).
     skip: dict[str, int] = field(default_factory=dict)
     skip_until: int = -1
-    last_checkpoint: float = field(default_factory=time.monotonic)
+    last_checkpoint: float = 0.0
     #: A snapshot closed (checkpoint soon).
     due: bool = False
     #: Keys that published a shift since their last checkpoint (checkpointed at once).
     urgent: set[str] = field(default_factory=set)
     #: Seconds the last full checkpoint of this partition took to encode.
     cost: float = 0.0
+    #: Input offset last committed for this partition (-1: none by this worker).
+    committed: int = -1
 
 
 class InputRecord(Protocol):
@@ -103,8 +105,16 @@ class MergedKey:
 
 
 class PartitionedState:
-    def __init__(self, config: PipelineConfig, decoder_factory, max_checkpoint_age: float = 30.0, min_checkpoint_gap: float = 1.0) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        config: PipelineConfig,
+        decoder_factory: Callable[[], Decoder],
+        max_checkpoint_age: float = 30.0,
+        min_checkpoint_gap: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self.clock = clock
         self.decoder_factory = decoder_factory
         self.stats = Stats()
         self.budget = KeyBudget(config.max_keys)
@@ -120,7 +130,7 @@ class PartitionedState:
         if p is None:
             pipe = Pipeline(self.config, self.decoder_factory(), stats=self.stats, budget=self.budget)
             pipe.recent_shifts = self.recent_shifts
-            p = self.parts[partition] = _Part(pipe)
+            p = self.parts[partition] = _Part(pipe, last_checkpoint=self.clock())
         return p
 
     def restore(self, partition: int, records: Iterable[tuple[bytes, bytes | None]]) -> int:
@@ -218,16 +228,25 @@ class PartitionedState:
 
     def due_partitions(self, now: float | None = None) -> list[int]:
         """Partitions whose dirty keys should be checkpointed (and offsets committed) now."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         out = []
         for n, p in self.parts.items():
             if not (p.pipeline.dirty or p.pipeline.evicted):
+                # Everything is saved (e.g. by a shift's urgent checkpoint) but maybe not
+                # committed: commit it within max_checkpoint_age, or consumer lag stalls.
+                if p.next_offset > p.committed and now - p.last_checkpoint >= self.max_checkpoint_age:
+                    out.append(n)
                 continue
             age = now - p.last_checkpoint
             floor = self.COST_FACTOR * p.cost
             if (p.due and age >= max(self.min_checkpoint_gap, floor)) or age >= max(self.max_checkpoint_age, floor):
                 out.append(n)
         return sorted(out)
+
+    def mark_committed(self, partition: int, offset: int) -> None:
+        p = self.parts.get(partition)
+        if p is not None:
+            p.committed = max(p.committed, offset)
 
     def urgent_partitions(self) -> list[int]:
         """Partitions with keys whose published shift is not checkpointed yet."""
@@ -266,7 +285,7 @@ class PartitionedState:
         pipe.evicted.clear()
         p.due = False
         p.urgent.clear()
-        p.last_checkpoint = time.monotonic()
+        p.last_checkpoint = self.clock()
         p.cost = time.perf_counter() - started
         return records
 

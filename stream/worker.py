@@ -1,0 +1,316 @@
+"""The worker's logic: assignment, restore, apply, checkpoint, commit and publish.
+
+Kafka is injected behind three small protocols (:class:`Consumer`, :class:`Producer`,
+a changelog reader) and time behind :class:`Clock`, so rebalances, restores and the
+order of checkpoint and commit are unit-tested in-process with fakes
+(``tests/test_worker.py``); ``stream/app.py`` only wires aiokafka, Faust's timer,
+the web task and signals to this object.
+
+Why a checkpoint precedes every commit: a committed offset says "everything below is
+in saved state". :meth:`Worker.checkpoint` therefore (1) writes the dirty keys of the
+partitions to the changelog, (2) flushes the producer, (3) commits exactly the input
+offsets those records reflect. A crash between any two steps re-reads input that the
+restored state then skips per key, so nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
+
+from .partitions import PartitionedState
+from .pipeline import Output
+from .records import dumps
+
+__all__ = ["Worker", "WorkerTopics", "Consumer", "Producer", "Clock", "SystemClock", "TP", "Health"]
+
+log = logging.getLogger("shiftwatch.worker")
+
+
+class TP(Protocol):
+    """A topic-partition (aiokafka's ``TopicPartition`` is one)."""
+
+    topic: str
+    partition: int
+
+
+class Record(Protocol):
+    offset: int
+    timestamp: int
+    value: bytes | None
+    key: bytes | None
+
+
+class Consumer(Protocol):
+    """The part of ``AIOKafkaConsumer`` the worker uses."""
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]: ...
+
+    async def commit(self, offsets: dict[Any, int]) -> None: ...
+
+    def assignment(self) -> set[Any]: ...
+
+    def seek(self, tp: Any, offset: int) -> None: ...
+
+
+class Producer(Protocol):
+    """The part of ``AIOKafkaProducer`` the worker uses."""
+
+    async def send(self, topic: str, value: bytes | None, key: bytes | None = None, partition: int | None = None, headers: Any = None) -> Any: ...
+
+    async def flush(self) -> None: ...
+
+
+class Clock(Protocol):
+    def wall(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    def wall(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+ChangelogReader = Callable[[int], Awaitable[list[tuple[bytes, bytes | None]]]]
+CommitErrors = tuple[type[BaseException], ...]
+
+
+@dataclass(slots=True, frozen=True)
+class WorkerTopics:
+    input: str
+    shifts: str
+    dead_letter: str
+    changelog: str
+
+
+@dataclass(slots=True)
+class Health:
+    """What /healthz and /readyz answer from (monotonic seconds)."""
+
+    started: float
+    last_loop: float | None = None
+    assigned: bool = False
+    broker_ok: bool = False
+    reason: str = "starting"
+
+
+@dataclass
+class Worker:
+    state: PartitionedState
+    topics: WorkerTopics
+    consumer: Consumer
+    producer: Producer
+    read_changelog: ChangelogReader
+    clock: Clock = field(default_factory=SystemClock)
+    batch_size: int = 1000
+    batch_within_s: float = 0.2
+    idle_close_after_s: float = 10.0
+    #: Exceptions of ``consumer.commit`` that mean "the group moved on" (logged, not raised).
+    commit_errors: CommitErrors = ()
+    #: Called with each shift event published (incident grouping, metrics).
+    on_shift: Callable[[Any], Iterable[tuple[str, bytes, bytes]]] | None = None
+
+    def __post_init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.stopping = False
+        #: Rebalances begun so far: a batch fetched before one is stale (see :meth:`step`).
+        self.generation = 0
+        self.restoring: dict[int, asyncio.Task[None]] = {}
+        #: Wall time of the last applied batch (drives the idle close).
+        self.last_wall: float | None = None
+        self.health = Health(started=self.clock.monotonic())
+        #: partition -> offset last committed by this worker.
+        self.committed: dict[int, int] = {}
+
+    # -- outputs ----------------------------------------------------------
+    async def publish(self, out: Output, origin: dict[tuple[int, int], Any] | None = None) -> None:
+        """Dead letters and shift events, keyed so one key's records stay in order.
+
+        A dead letter keeps the original record's key and headers (``origin`` maps
+        (partition, offset) to the input record)."""
+        p = self.producer
+        for d in out.dead:
+            rec = origin.get((d.source.partition, d.source.offset)) if origin and d.source else None
+            key = rec.key if rec is not None else None
+            headers = list(rec.headers) if rec is not None and getattr(rec, "headers", None) else None
+            await p.send(self.topics.dead_letter, dumps(d.to_json()).encode(), key=key, headers=headers)
+        for s in out.shifts:
+            await p.send(self.topics.shifts, dumps(s.to_json()).encode(), key=s.key.encode("utf-8", "surrogateescape"))
+            log.info("%s %s at %s: %s", s.kind, s.key, s.at, [(m.metric, round(m.relative_change, 3)) for m in s.metrics])
+            if self.on_shift is not None:
+                for topic, key, value in self.on_shift(s):
+                    await p.send(topic, value, key=key)
+
+    # -- checkpoints ------------------------------------------------------
+    async def checkpoint(self, partitions: Sequence[int]) -> int:
+        """Save then commit: (1) write the dirty keys of ``partitions`` to the changelog,
+        (2) flush the producer, (3) commit exactly the input offsets those records
+        reflect. Returns the number of records written."""
+        n = 0
+        offsets: dict[Any, int] = {}
+        state = self.state
+        for part in partitions:
+            if part not in state.parts:
+                continue
+            for key, value in state.checkpoint_records(part):
+                await self.producer.send(self.topics.changelog, value, key=key, partition=part)
+                n += 1
+                if n % 512 == 0:
+                    await asyncio.sleep(0)  # heartbeats and /metrics keep running
+            nxt = state.parts[part].next_offset
+            if nxt >= 0:
+                offsets[_tp(self.topics.input, part)] = nxt
+        await self.producer.flush()
+        await self._commit(offsets)
+        log.debug("checkpoint of partitions %s: %d records", list(partitions), n)
+        return n
+
+    async def _commit(self, offsets: dict[Any, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except self.commit_errors as e:
+            # The group moved on (too slow, or fenced): the checkpoint holds its offsets,
+            # so the next owner skips what we applied.
+            log.warning("offset commit of partitions %s failed: %s", sorted(tp.partition for tp in offsets), e)
+            return
+        for tp, off in offsets.items():
+            self.committed[tp.partition] = off
+            self.state.mark_committed(tp.partition, off)
+
+    async def checkpoint_urgent(self) -> None:
+        """Write just the keys that published a shift (no commit: other keys may be dirty)."""
+        for part in self.state.urgent_partitions():
+            for key, value in self.state.urgent_records(part):
+                await self.producer.send(self.topics.changelog, value, key=key, partition=part)
+        await self.producer.flush()
+
+    async def checkpoint_due(self) -> None:
+        due = self.state.due_partitions(self.clock.monotonic())
+        if due:
+            await self.checkpoint(due)
+        if self.state.urgent_partitions():
+            await self.checkpoint_urgent()
+
+    # -- rebalances -------------------------------------------------------
+    async def on_revoked(self, revoked: Iterable[TP]) -> None:
+        """Partitions leave: checkpoint and commit them before the group moves them."""
+        self.generation += 1
+        parts = sorted(tp.partition for tp in revoked if tp.topic == self.topics.input)
+        async with self.lock:
+            mine = [p for p in parts if p in self.state.parts]
+            if mine:
+                n = await self.checkpoint(mine)
+                log.info("partitions %s revoked: checkpointed %d keys", mine, n)
+            for p in parts:
+                self.state.revoke(p)
+                task = self.restoring.pop(p, None)
+                if task is not None and not task.done():
+                    task.cancel()
+            self.health.assigned = bool(self.state.parts)
+
+    async def on_assigned(self, assigned: Iterable[TP]) -> None:
+        """Partitions arrive: start restoring each from the changelog (awaited before its first record)."""
+        parts = sorted(tp.partition for tp in assigned if tp.topic == self.topics.input)
+        log.info("partitions %s assigned", parts)
+        for p in parts:
+            if p not in self.state.parts and p not in self.restoring:
+                self.restoring[p] = asyncio.ensure_future(self._restore(p))
+        self.health.assigned = True
+
+    async def _restore(self, partition: int) -> None:
+        self.state.restore(partition, await self.read_changelog(partition))
+
+    async def ensure_restored(self, partition: int) -> None:
+        task = self.restoring.get(partition)
+        if task is None:
+            task = self.restoring[partition] = asyncio.ensure_future(self._restore(partition))
+        await task
+
+    def restored(self) -> bool:
+        return all(t.done() for t in self.restoring.values())
+
+    # -- the input loop ---------------------------------------------------
+    async def apply(self, batch: dict[Any, list[Any]]) -> None:
+        out = Output()
+        for tp in sorted(batch, key=lambda tp: tp.partition):
+            task = self.restoring.get(tp.partition)
+            if tp.partition not in self.state.parts or (task is not None and not task.done()):
+                await self.ensure_restored(tp.partition)
+            out.extend(self.state.process_records(tp.topic, tp.partition, batch[tp]))
+        origin = {(tp.partition, r.offset): r for tp, recs in batch.items() for r in recs} if out.dead else None
+        await self.publish(out, origin)
+        self.last_wall = self.clock.wall()
+        await self.checkpoint_due()
+
+    async def step(self) -> bool:
+        """Fetch one batch and apply it; False once stopping."""
+        gen = self.generation
+        batch = await self.consumer.getmany(timeout_ms=int(self.batch_within_s * 1000), max_records=self.batch_size)
+        self.health.last_loop = self.clock.monotonic()
+        if not batch:
+            return not self.stopping
+        async with self.lock:
+            if self.stopping:
+                return False  # shutdown checkpointed what was applied; these are read again
+            if self.generation != gen:
+                self._put_back(batch)
+                return True
+            await self.apply(batch)
+        return True
+
+    def _put_back(self, batch: dict[Any, list[Any]]) -> None:
+        """A rebalance came between fetch and apply. Its revoke checkpointed and committed
+        our partitions, and a re-assigned partition restarts from its committed offset,
+        so applying this batch too could count records twice: seek back instead."""
+        mine = self.consumer.assignment()
+        for tp, recs in batch.items():
+            if tp in mine and recs:
+                try:
+                    self.consumer.seek(tp, recs[0].offset)
+                except Exception:  # moved on meanwhile: its new owner reads it
+                    pass
+        log.info("re-reading a batch fetched across a rebalance (%d records)", sum(map(len, batch.values())))
+
+    async def run(self) -> None:
+        while await self.step():
+            pass
+
+    async def tick(self) -> None:
+        """The timer: close quiet windows by wall time, then checkpoint what is due.
+
+        With no traffic the event-time watermark stops; advancing it by the idle time
+        lets the last windows of quiet keys close.
+        """
+        if self.stopping:
+            return
+        async with self.lock:
+            if self.last_wall is not None:
+                idle = self.clock.wall() - self.last_wall
+                max_ts = self.state.max_ts
+                if idle >= self.idle_close_after_s and max_ts > 0:
+                    await self.publish(self.state.advance_to(max_ts + idle))
+            await self.checkpoint_due()
+
+    async def shutdown(self) -> int:
+        """Stop applying, checkpoint and commit every partition; returns records written."""
+        self.stopping = True
+        async with self.lock:
+            parts = sorted(self.state.parts)
+            n = await self.checkpoint(parts) if parts else 0
+            log.info("shutdown: checkpointed %d keys", n)
+            return n
+
+
+def _tp(topic: str, partition: int) -> Any:
+    from aiokafka import TopicPartition
+
+    return TopicPartition(topic, partition)

@@ -1,0 +1,263 @@
+"""The Worker object in-process, with fake Kafka clients and a fake clock: rebalances,
+revocation mid-window, restore from checkpoint and commit ordering, in milliseconds.
+The real-broker tests (test_e2e_kafka, test_faults_kafka) are the integration layer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from datagen import as_messages, shift_stream
+from stream.partitions import PartitionedState
+from stream.pipeline import PipelineConfig
+from stream.events import Decoder
+from stream.worker import Worker, WorkerTopics
+
+TOPICS = WorkerTopics(input="in", shifts="shifts", dead_letter="dead", changelog="app-state")
+
+
+@dataclass
+class Rec:
+    offset: int
+    value: bytes | None
+    timestamp: int = 0
+    key: bytes | None = None
+    headers: tuple = ()
+
+
+@dataclass
+class Broker:
+    """Topic data and one shared event log (sends, flushes, commits, in order)."""
+
+    input: dict[int, list[Rec]] = field(default_factory=dict)
+    topics: dict[str, list[tuple[int | None, bytes | None, bytes | None]]] = field(default_factory=dict)
+    log: list[tuple] = field(default_factory=list)
+    committed: dict[int, int] = field(default_factory=dict)
+
+    def load(self, partition: int, messages: list[bytes], keys: list[bytes | None] | None = None) -> None:
+        recs = self.input.setdefault(partition, [])
+        for i, m in enumerate(messages):
+            recs.append(Rec(len(recs), m, key=keys[i] if keys else None, headers=(("h", b"1"),)))
+
+    def published(self, topic: str) -> list[dict]:
+        return [json.loads(v) for _, _, v in self.topics.get(topic, [])]
+
+    async def read_changelog(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        return [(k, v) for p, k, v in self.topics.get(TOPICS.changelog, []) if p == partition]
+
+
+class FakeConsumer:
+    def __init__(self, broker: Broker, max_per_partition: int = 50) -> None:
+        self.b = broker
+        self.assigned: set[TopicPartition] = set()
+        self.pos: dict[TopicPartition, int] = {}
+        self.max_per_partition = max_per_partition
+
+    def assign(self, parts: list[int]) -> set[TopicPartition]:
+        new = {TopicPartition("in", p) for p in parts}
+        for tp in new:
+            self.pos[tp] = self.b.committed.get(tp.partition, 0)
+        self.assigned = new
+        return new
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        out = {}
+        for tp in sorted(self.assigned):
+            recs = self.b.input.get(tp.partition, [])[self.pos[tp] : self.pos[tp] + min(max_records, self.max_per_partition)]
+            if recs:
+                out[tp] = recs
+                self.pos[tp] += len(recs)
+        await asyncio.sleep(0)
+        return out
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        self.b.log.append(("commit", {tp.partition: o for tp, o in offsets.items()}))
+        for tp, o in offsets.items():
+            self.b.committed[tp.partition] = o
+
+    def assignment(self) -> set[Any]:
+        return set(self.assigned)
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.pos[tp] = offset
+
+
+class FakeProducer:
+    def __init__(self, broker: Broker) -> None:
+        self.b = broker
+
+    async def send(self, topic, value, key=None, partition=None, headers=None):  # type: ignore[no-untyped-def]
+        self.b.topics.setdefault(topic, []).append((partition, key, value))
+        self.b.log.append(("send", topic, partition, key, headers))
+
+    async def flush(self) -> None:
+        self.b.log.append(("flush",))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def wall(self) -> float:
+        return self.t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+def make_worker(broker: Broker, clock: FakeClock | None = None, checkpoint_age: float = 30.0) -> tuple[Worker, FakeConsumer]:
+    clock = clock or FakeClock()
+    config = PipelineConfig(snapshot_interval_s=10.0)
+    state = PartitionedState(config, Decoder, max_checkpoint_age=checkpoint_age, clock=clock.monotonic)
+    consumer = FakeConsumer(broker)
+    w = Worker(state, TOPICS, consumer, FakeProducer(broker), broker.read_changelog, clock=clock, idle_close_after_s=2.0)
+    return w, consumer
+
+
+def data(seed: int = 1) -> tuple[list[bytes], list[bytes]]:
+    """Two partitions: key A shifts (×1.5 from window 40 of 60), key B is steady."""
+    events, _ = shift_stream(interval=10.0, snapshots=60, shift_snapshot=40, per_snapshot=100, seed=seed)
+    a = as_messages([e for e in events if e["key"] == "A"], per_message=20)
+    b = as_messages([e for e in events if e["key"] == "B"], per_message=20)
+    return a, b
+
+
+async def drain(w: Worker, steps: int = 1000) -> None:
+    for _ in range(steps):
+        before = sum(len(v) for v in w.consumer.b.input.values())  # type: ignore[attr-defined]
+        await w.step()
+        if all(w.consumer.pos[tp] >= len(w.consumer.b.input.get(tp.partition, [])) for tp in w.consumer.assigned):  # type: ignore[attr-defined]
+            return
+        assert before >= 0
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_one_shift_published_and_commit_follows_the_flushed_checkpoint():
+    async def go() -> None:
+        b = Broker()
+        a, bb = data()
+        b.load(0, a)
+        b.load(1, bb)
+        w, c = make_worker(b)
+        await w.on_assigned(c.assign([0, 1]))
+        await drain(w)
+        await w.shutdown()
+        shifts = [s for s in b.published("shifts") if s["type"] == "shift"]
+        assert [s["key"] for s in shifts] == ["A"]
+        assert b.committed == {0: len(a), 1: len(bb)}
+        # every commit comes after a flush that follows every changelog send before it
+        pending = False
+        for ev in b.log:
+            if ev[0] == "send" and ev[1] == TOPICS.changelog:
+                pending = True
+            elif ev[0] == "flush":
+                pending = False
+            elif ev[0] == "commit":
+                assert not pending, "offsets committed before their checkpoint was flushed"
+
+    run(go())
+
+
+def test_revoke_mid_window_then_reassign_restores_and_counts_each_event_once():
+    async def go() -> None:
+        b = Broker()
+        a, _ = data()
+        b.load(0, a)
+        # uninterrupted reference
+        ref, rc = make_worker(Broker(input={0: list(b.input[0])}))
+        await ref.on_assigned(rc.assign([0]))
+        await drain(ref)
+        await ref.shutdown()
+        expected = [s for s in rc.b.published("shifts")]
+
+        w1, c1 = make_worker(b)
+        await w1.on_assigned(c1.assign([0]))
+        for _ in range(3):  # part of the stream: a window is open
+            await w1.step()
+        assert w1.state.parts[0].pipeline.states["A"].windows, "revocation should land mid-window"
+        await w1.on_revoked(set(c1.assigned))
+        assert 0 not in w1.state.parts and b.committed[0] == 3 * 50
+        # another worker takes the partition over from the changelog
+        w2, c2 = make_worker(b)
+        await w2.on_assigned(c2.assign([0]))
+        await drain(w2)
+        await w2.shutdown()
+        got = b.published("shifts")
+        assert got == expected  # same shift events, same ids, no duplicates
+        total = sum(json.loads(m).__len__() for m in a)
+        assert w1.state.stats.accepted + w2.state.stats.accepted - w2.state.stats.replayed == total
+
+    run(go())
+
+
+def test_a_batch_fetched_across_a_rebalance_is_put_back_not_applied():
+    async def go() -> None:
+        b = Broker()
+        a, _ = data()
+        b.load(0, a)
+        w, c = make_worker(b)
+        await w.on_assigned(c.assign([0]))
+        await w.step()
+        real_getmany = c.getmany
+
+        async def getmany_then_rebalance(**kw):  # type: ignore[no-untyped-def]
+            batch = await real_getmany(**kw)
+            await w.on_revoked(set(c.assigned))
+            await w.on_assigned(c.assign([0]))
+            return batch
+
+        c.getmany = getmany_then_rebalance  # type: ignore[method-assign]
+        accepted = w.state.stats.accepted
+        await w.step()
+        c.getmany = real_getmany  # type: ignore[method-assign]
+        assert w.state.stats.accepted == accepted  # nothing of the stale batch applied
+        assert c.pos[TopicPartition("in", 0)] == 50  # sought back to the batch's first offset
+        await drain(w)
+        await w.shutdown()
+        assert w.state.stats.accepted - w.state.stats.replayed == sum(len(json.loads(m)) for m in a)
+
+    run(go())
+
+
+def test_a_fully_processed_partition_is_committed_within_the_checkpoint_interval():
+    """Issue 13 item 7: a shift in the last batch used to leave the offset uncommitted."""
+
+    async def go() -> None:
+        b = Broker()
+        a, _ = data()
+        b.load(0, a)
+        clock = FakeClock()
+        w, c = make_worker(b, clock, checkpoint_age=30.0)
+        await w.on_assigned(c.assign([0]))
+        while not b.published("shifts"):
+            await w.step()
+        end = c.pos[TopicPartition("in", 0)]
+        del b.input[0][end:]  # the shift came in the last batch there is
+        for _ in range(4):  # the idle timer, with no new input, over 40 s of wall time
+            clock.t += 10.0
+            await w.tick()
+        assert b.committed.get(0) == end
+
+    run(go())
+
+
+def test_dead_letters_keep_the_original_key_and_headers():
+    async def go() -> None:
+        b = Broker()
+        b.load(0, [b'{"key": "A", "value": -1, "ts": 1763800000}', b"not json"], keys=[b"k1", b"k2"])
+        w, c = make_worker(b)
+        await w.on_assigned(c.assign([0]))
+        await w.step()
+        sends = [ev for ev in b.log if ev[0] == "send" and ev[1] == "dead"]
+        assert [s[3] for s in sends] == [b"k1", b"k2"]
+        assert all(s[4] == [("h", b"1")] for s in sends)
+        assert [d["reason"] for d in b.published("dead")] == ["negative_value", "invalid_json"]
+
+    run(go())
