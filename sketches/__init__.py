@@ -1,6 +1,33 @@
-"""Percentile estimators and moments in bounded memory (numpy only, no I/O)."""
+"""Percentile estimators and moments in bounded memory (numpy only, no I/O).
+
+Every estimator implements :class:`Estimator` (``base.py``): ``update``,
+``update_many``, ``merge`` (and ``+``), ``quantile(s)``, ``count``, ``to_bytes`` /
+``from_bytes`` and ``nbytes`` (serialized size). The stream picks one by name with
+:func:`make_estimator` from :data:`ESTIMATORS` (``registry.py``):
+
+* ``logbuckets`` — :class:`LogBuckets`, base-2 exponential buckets in a byte budget;
+  exactly mergeable, the default.
+* ``p2`` — :class:`P2Quantiles`, P² markers for a fixed quantile set; merge is an
+  approximation (see ``p2.py``).
+* ``reservoir`` — :class:`Reservoir`, a seeded uniform sample; merges by weighted
+  sampling.
+
+:class:`Moments` sits beside them (count, exact sum, mean, variance, min, max).
+``otel`` converts LogBuckets to and from OpenTelemetry and Prometheus histograms.
+
+Adding an estimator ``foo``:
+
+1. ``sketches/foo.py``: ``class Foo(Estimator)`` with the abstract methods and a
+   ``create(*, max_bytes, quantiles, seed)`` classmethod (use what applies); its
+   ``to_bytes`` starts with a version byte and ``from_bytes`` reads with
+   ``_varint.Reader`` (bounded, raises ``ValueError``);
+2. ``tests/test_sketches_foo.py`` (the shared contract tests in
+   ``tests/test_sketches_base.py`` run over every registered estimator already);
+3. one line ``"foo": Foo,`` in ``registry.py``.
+"""
 
 from ._varint import SketchDecodeError
+from .base import Estimator
 from .logbuckets import LogBuckets
 from .mapping import LogMapping
 from .moments import Moments
@@ -14,10 +41,15 @@ from .otel import (
     to_prometheus,
 )
 from .p2 import P2Quantiles
+from .registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
 from .reservoir import Reservoir
 from .store import BucketStore
 
 __all__ = [
+    "DEFAULT_ESTIMATOR",
+    "ESTIMATORS",
+    "Estimator",
+    "make_estimator",
     "ExponentialHistogramDataPoint",
     "OtelBuckets",
     "PromNativeHistogram",

@@ -45,6 +45,7 @@ from typing import Sequence
 import numpy as np
 
 from ._varint import Reader, SketchDecodeError, put_svarint, put_uvarint
+from .base import Estimator
 from .mapping import MAX_SCALE, MIN_SCALE, LogMapping
 from .store import BucketStore
 
@@ -63,6 +64,8 @@ _MAXF = 1.7976931348623157e308
 _MIN_BYTES = 64
 _MAX_BYTES = 1 << 16  # 64 KiB: bounds the in-memory span (8 buckets per byte) too
 _BUF = 512  # buffered scalar updates: 4 KiB at most
+_MAX_WEIGHT = 1 << 60  # as a bucket count
+_MAX_COUNT = 1 << 62  # what from_bytes accepts
 
 
 def _on_lattice(v: np.ndarray, e: int) -> bool:
@@ -87,7 +90,7 @@ def _lattice_exp(v: np.ndarray, e: int) -> int:
     return _QNONE
 
 
-class LogBuckets:
+class LogBuckets(Estimator):
     """Mergeable quantile sketch within ``max_bytes`` of serialized state."""
 
     __slots__ = ("max_bytes", "scale", "pos", "neg", "_zero", "_count", "_sum", "_min", "_max", "_map", "_limit", "_buf", "_qexp", "_fitted")
@@ -109,6 +112,16 @@ class LogBuckets:
         self._buf: array | None = None  # values from update() not yet bucketed (at most _BUF)
         self._qexp = _QMAX  # vacuously true while empty; merge takes the min
         self._fitted = True  # state unchanged since the last _fit (reads stay cheap)
+
+    @classmethod
+    def create(cls, *, max_bytes: int = 1024, quantiles: Sequence[float] = (), seed: int = 0) -> "LogBuckets":
+        """Registry constructor: every quantile is answered, so ``quantiles`` is unused."""
+        return cls(max_bytes)
+
+    @property
+    def nbytes(self) -> int:
+        """Serialized size (:meth:`encoded_size`, computed without encoding)."""
+        return self.encoded_size()
 
     @property
     def quantum(self) -> float | None:
@@ -204,6 +217,62 @@ class LogBuckets:
         if not (-_MAXF <= lo and hi <= _MAXF):
             raise ValueError("LogBuckets takes finite values")  # nan propagates into min/max
         self._add_array(v, float(lo), float(hi))
+
+    def update_weighted(self, values: np.ndarray | Sequence[float], weights: np.ndarray | Sequence[int]) -> None:
+        """Add each value ``weights[i]`` times (non-negative integers; zero weights are
+        skipped). Same buckets as repeating the values; used to import histograms."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        w = np.asarray(weights).ravel()
+        if v.shape != w.shape:
+            raise ValueError(f"{v.size} values but {w.size} weights")
+        if w.size and w.dtype.kind not in "iub":
+            if w.dtype.kind != "f" or not (np.isfinite(w).all() and (w == np.floor(w)).all()):
+                raise ValueError("weights must be non-negative integers")
+        if w.size and (w.min() < 0 or w.max() > _MAX_WEIGHT):
+            raise ValueError(f"weights must be non-negative integers up to {_MAX_WEIGHT}")
+        keep = w > 0
+        v, w = v[keep], w[keep].astype(np.int64)
+        if v.size == 0:
+            return
+        total = int(w.sum()) if w.size * int(w.max()) < _MAX_COUNT else sum(w.tolist())  # no int64 wrap
+        if self.count + total > _MAX_COUNT:
+            raise ValueError(f"a LogBuckets holds at most {_MAX_COUNT} values")
+        lo, hi = float(v.min()), float(v.max())
+        if not (-_MAXF <= lo and hi <= _MAXF):
+            raise ValueError("LogBuckets takes finite values")
+        if self._buf:
+            self._flush()
+        self._fitted = False
+        lo, hi = lo + 0.0, hi + 0.0
+        p, n = v > 0.0, v < 0.0
+        self._zero += int(w[~(p | n)].sum())
+        for store, sel, sign in ((self.pos, p, 1.0), (self.neg, n, -1.0)):
+            if sel.any():
+                idx = self._map.indices(sign * v[sel])  # (at the current scale: may have coarsened)
+                self._add_counts(store, idx, w[sel])
+        if self._qexp != _QNONE:
+            self._qexp = _lattice_exp(v, self._qexp)
+        self._count += total
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._sum += float(np.dot(v, w.astype(np.float64)))
+        self._min = min(self._min, lo)
+        self._max = max(self._max, hi)
+        if self.pos.arr.size + self.neg.arr.size > self._limit:
+            self._fit()
+
+    def _add_counts(self, store: BucketStore, idx: np.ndarray, w: np.ndarray) -> None:
+        """Like :meth:`_add_indices` with a count per index (exact int64 sums)."""
+        lo, hi = int(idx.min()), int(idx.max())
+        by = 0
+        while (hi >> by) - (lo >> by) >= 8 * self.max_bytes and self.scale - by > MIN_SCALE:
+            by += 1
+        if by:
+            self._downscale(by)
+            idx = idx >> by
+            lo, hi = lo >> by, hi >> by
+        dense = np.zeros(hi - lo + 1, dtype=np.int64)
+        np.add.at(dense, idx - lo, w)
+        store.add_dense(lo, dense)
 
     def _add_array(self, v: np.ndarray, lo: float | None = None, hi: float | None = None) -> None:
         self._fitted = False
@@ -492,8 +561,8 @@ class LogBuckets:
         if not MIN_SCALE <= scale <= MAX_SCALE:
             raise SketchDecodeError(f"scale {scale} out of range")
         s = cls(max_bytes, scale=scale)
-        s.count = r.uvarint(limit=1 << 62)
-        s.zero = r.uvarint(limit=1 << 62)
+        s.count = r.uvarint(limit=_MAX_COUNT)
+        s.zero = r.uvarint(limit=_MAX_COUNT)
         s._qexp = r.svarint()
         if s._qexp != _QNONE and not _QMIN <= s._qexp <= _QMAX:
             raise SketchDecodeError("bad lattice exponent")

@@ -3,8 +3,15 @@
 For ``m`` quantiles it keeps ``2m + 3`` markers (min, max, each quantile and the
 midpoints between them) and moves them by piecewise-parabolic prediction, so it
 needs O(m) memory and no sorting. Exact while fewer values than markers have been
-seen (they are simply kept). **Not mergeable**: markers of two streams do not
-combine; use :class:`LogBuckets` where sketches must be added.
+seen (they are simply kept).
+
+**Merge is an approximation** (P² has no exact merge): each side's markers are read
+as a piecewise-linear CDF through (height, rank); the two CDFs are added with their
+counts as weights and the new markers are placed where the sum reaches their desired
+ranks. Buffered values (fewer than the marker count) are replayed exactly instead.
+Deterministic, and on i.i.d. halves the merged estimates stay within about the
+estimator's own error (``tests/test_sketches_p2.py``), but repeated merges of skewed
+parts drift; use :class:`LogBuckets` where merges must be exact.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ._varint import Reader, SketchDecodeError, put_uvarint
+from .base import Estimator
 
 __all__ = ["P2Quantiles"]
 
@@ -24,7 +32,7 @@ _D = struct.Struct("<d")
 _MAX_QUANTILES = 64
 
 
-class P2Quantiles:
+class P2Quantiles(Estimator):
     __slots__ = ("probs", "count", "_f", "_q", "_n", "_np", "_buf")
 
     def __init__(self, probs: Sequence[float] = (0.5, 0.9, 0.99)) -> None:
@@ -45,6 +53,14 @@ class P2Quantiles:
         self._n: list[int] = []  # actual positions (1-based)
         self._np: list[float] = []  # desired positions
         self._buf: list[float] = []
+
+    @classmethod
+    def create(cls, *, max_bytes: int = 1024, quantiles: Sequence[float] = (0.5, 0.9, 0.99), seed: int = 0) -> "P2Quantiles":
+        """Registry constructor: tracks ``quantiles`` (0 and 1 are its min/max markers
+        anyway, so they are dropped; duplicates too). Its size is fixed by their number
+        (``2m + 3`` markers, ~17 bytes each), so ``max_bytes`` is unused."""
+        ps = sorted({float(q) for q in quantiles if 0.0 < q < 1.0})
+        return cls(ps or (0.5,))
 
     @property
     def markers(self) -> int:
@@ -111,6 +127,44 @@ class P2Quantiles:
         if self._buf:
             return np.quantile(np.asarray(self._buf), pa)
         return np.interp(pa, np.asarray(self._f), np.asarray(self._q))
+
+    # -- merge (approximate: see the module docstring) -----------------
+    def merge(self, other: "P2Quantiles") -> None:
+        if not isinstance(other, P2Quantiles):
+            raise TypeError("can only merge another P2Quantiles")
+        if other.probs != self.probs:
+            raise ValueError(f"cannot merge P2Quantiles tracking {other.probs} into {self.probs}")
+        if other.count == 0:
+            return
+        if other._buf:  # few values: replay them exactly
+            self.update_many(other._buf)
+            return
+        if self._buf or self.count == 0:
+            mine = self._buf
+            self.count, self._q, self._n, self._np, self._buf = other.count, list(other._q), list(other._n), list(other._np), []
+            self.update_many(mine)
+            return
+        self._merge_markers(other)
+
+    def _merge_markers(self, other: "P2Quantiles") -> None:
+        """Both sides past the buffer: markers from the count-weighted sum of their CDFs."""
+        total = self.count + other.count
+        xs = np.unique(np.concatenate((self._q, other._q)))
+        ranks = np.zeros_like(xs)  # values <= x in both streams (piecewise linear in x)
+        for q, n in ((self._q, self._n), (other._q, other._n)):
+            ranks += np.interp(xs, np.asarray(q), np.asarray(n, dtype=np.float64), left=0.0)
+        M = len(self._f)
+        want = [1.0 + (total - 1) * fi for fi in self._f]
+        pos = [1]
+        for i in range(1, M - 1):  # nearest integers, strictly increasing, room for the rest
+            pos.append(min(max(round(want[i]), pos[-1] + 1), total - (M - 1 - i)))
+        pos.append(total)
+        heights = np.interp(np.asarray(pos, dtype=np.float64), ranks, xs)
+        heights[0], heights[-1] = min(self._q[0], other._q[0]), max(self._q[-1], other._q[-1])
+        self._q = np.maximum.accumulate(heights).tolist()
+        self._n = pos
+        self._np = want
+        self.count = total
 
     def to_bytes(self) -> bytes:
         out = bytearray([_VERSION])

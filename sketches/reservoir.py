@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ._varint import Reader, SketchDecodeError, put_uvarint
+from .base import Estimator
 
 __all__ = ["Reservoir"]
 
@@ -24,9 +25,10 @@ _VERSION = 1
 _D = struct.Struct("<d")
 _MAX_SIZE = 1 << 16
 _U128 = (1 << 128) - 1
+_OVERHEAD = 64  # serialized bytes besides the samples (header, generator state), rounded up
 
 
-class Reservoir:
+class Reservoir(Estimator):
     __slots__ = ("size", "count", "sample", "_rng", "_w", "_next")
 
     def __init__(self, size: int = 128, seed: int | None = 0) -> None:
@@ -38,6 +40,12 @@ class Reservoir:
         self._rng = np.random.Generator(np.random.PCG64(seed))
         self._w = 0.0
         self._next = 0  # 0-based stream position of the next value to take
+
+    @classmethod
+    def create(cls, *, max_bytes: int = 1024, quantiles: Sequence[float] = (), seed: int = 0) -> "Reservoir":
+        """Registry constructor: as many samples as fit ``max_bytes`` serialized (8 bytes
+        each after a fixed ~60-byte header; 120 at 1 KiB)."""
+        return cls(max(1, min(_MAX_SIZE, (int(max_bytes) - _OVERHEAD) // 8)), seed=seed)
 
     # -- Algorithm L -----------------------------------------------------
     def _u(self) -> float:
@@ -104,9 +112,13 @@ class Reservoir:
 
     # -- merge -----------------------------------------------------------
     def merge(self, other: "Reservoir") -> None:
-        """Uniform sample of the union: draw sides hypergeometrically by counts seen."""
+        """Uniform sample of the union: draw sides hypergeometrically by counts seen.
+        Deterministic given this reservoir's generator (its seed and history). Sizes
+        must agree (a smaller sample cannot stand for its share of a larger one)."""
         if not isinstance(other, Reservoir):
             raise TypeError("can only merge another Reservoir")
+        if other.size != self.size:
+            raise ValueError(f"cannot merge a reservoir of {other.size} into one of {self.size}")
         if other.count == 0:
             return
         total = self.count + other.count
@@ -119,8 +131,8 @@ class Reservoir:
         na, nb = self.count, other.count
         out: list[float] = []
         for _ in range(k):
-            if rng.random() * (na + nb) < na:
-                out.append(a.pop())
+            if rng.random() * (na + nb) < na:  # (a side's sample never runs out first:
+                out.append(a.pop())  # it holds min(size, seen) and at most size are drawn)
                 na -= 1
             else:
                 out.append(b.pop())
@@ -132,11 +144,6 @@ class Reservoir:
             self._w = float(rng.beta(self.size, total - self.size + 1))
             self._next = total - 1
             self._skip()
-
-    def __add__(self, other: "Reservoir") -> "Reservoir":
-        out = Reservoir.from_bytes(self.to_bytes())
-        out.merge(other)
-        return out
 
     # -- bytes -----------------------------------------------------------
     def to_bytes(self) -> bytes:

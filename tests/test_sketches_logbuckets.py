@@ -399,3 +399,34 @@ def test_min_max_must_come_from_the_outermost_occupied_buckets(values, field, ba
     data[at : at + 8] = struct.pack("<d", bad)
     with pytest.raises(SketchDecodeError, match="min/max"):
         LogBuckets.from_bytes(bytes(data))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.one_of(finite, latencies), st.integers(0, 50)), max_size=60), budgets)
+def test_update_weighted_equals_repeating_the_values(pairs, max_bytes):
+    vals = [v for v, _ in pairs]
+    ws = [w for _, w in pairs]
+    a = LogBuckets(max_bytes)
+    a.update_weighted(vals, ws)
+    b = LogBuckets(max_bytes)
+    b.update_many(np.repeat(np.asarray(vals, dtype=np.float64), ws))
+    assert a == b
+    assert a.count == sum(ws)
+
+
+def test_update_weighted_validates():
+    s = LogBuckets()
+    with pytest.raises(ValueError, match="weights"):
+        s.update_weighted([1.0, 2.0], [1])
+    with pytest.raises(ValueError, match="non-negative"):
+        s.update_weighted([1.0], [-1])
+    with pytest.raises(ValueError, match="integers"):
+        s.update_weighted([1.0], [0.5])
+    with pytest.raises(ValueError, match="finite"):
+        s.update_weighted([float("nan")], [1])
+    with pytest.raises(ValueError, match="at most"):
+        s.update_weighted([1.0] * 8, [2**60] * 8)
+    assert s.count == 0
+    s.update_weighted([0.25], [2**40])
+    assert s.count == 2**40 and s.quantile(0.5) == 0.25
+    assert LogBuckets.from_bytes(s.to_bytes()) == s

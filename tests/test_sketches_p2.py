@@ -71,3 +71,39 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         P2Quantiles().update(float("nan"))
     assert np.isnan(P2Quantiles().quantile(0.5))
+
+
+@pytest.mark.parametrize("dist", ["lognormal", "exponential", "uniform"])
+def test_merged_halves_stay_close_to_the_truth(dist):
+    rng = np.random.default_rng(12)
+    v = getattr(rng, dist)(size=100_000)
+    parts = []
+    for chunk in np.array_split(v, 4):
+        p = P2Quantiles([0.5, 0.9, 0.99])
+        p.update_many(chunk)
+        parts.append(p)
+    merged = parts[0] + parts[1]
+    merged.merge(parts[2] + parts[3])
+    assert merged.count == v.size
+    qs = [0.5, 0.9, 0.99]
+    rel = np.abs(merged.quantiles(qs) / np.quantile(v, qs) - 1)
+    assert (rel < 0.03).all(), rel
+    assert merged._n[0] == 1 and merged._n[-1] == v.size and np.all(np.diff(merged._n) > 0)
+    back = P2Quantiles.from_bytes(merged.to_bytes())  # a merged state is a valid state
+    np.testing.assert_array_equal(back.quantiles(qs), merged.quantiles(qs))
+    merged.update_many(v[:1000])  # and keeps updating
+    assert merged.count == v.size + 1000
+
+
+def test_merge_with_few_values_replays_them_exactly():
+    a, b = P2Quantiles([0.5]), P2Quantiles([0.5])
+    a.update_many([1.0, 2.0])
+    b.update_many([3.0, 4.0])
+    a.merge(b)
+    assert a.quantile(0.5) == 2.5 and a.count == 4
+    big = P2Quantiles([0.5])
+    big.update_many(np.arange(100.0))
+    a.merge(big)  # buffered side into a full one: the full state plus the buffered values
+    assert a.count == 104 and 40 < a.quantile(0.5) < 60
+    with pytest.raises(ValueError, match="tracking"):
+        a.merge(P2Quantiles([0.9]))

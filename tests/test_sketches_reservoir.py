@@ -113,3 +113,15 @@ def test_bad_arguments():
         Reservoir().update(float("inf"))
     with pytest.raises(TypeError):
         Reservoir().merge(object())  # type: ignore[arg-type]
+
+
+def test_merge_needs_equal_sizes_and_keeps_the_invariant():
+    a = Reservoir(20, seed=1)
+    with pytest.raises(ValueError, match="reservoir of 5"):
+        a.merge(Reservoir(5))
+    b = Reservoir(20, seed=2)
+    b.update_many(np.arange(100.0, 200.0))
+    a.update_many(np.arange(3.0))
+    a.merge(b)
+    assert a.count == 103 and len(a.sample) == 20 and set(a.sample) <= set(range(3)) | set(range(100, 200))
+    assert Reservoir.from_bytes(a.to_bytes()).sample == a.sample
