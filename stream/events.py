@@ -253,7 +253,7 @@ def parse_timestamp(ts: Any, limits: DecodeLimits, unit: str = "s") -> float:
     if isinstance(ts, (int, float)):
         x = float(ts) if isinstance(ts, float) else _int_to_float(ts)
         div = TS_UNITS[unit]
-        t = x / div if div != 1.0 else x
+        t = x if div == 1.0 else (x / div if isinstance(ts, float) else _int_div(ts, div))
         if not math.isfinite(t):
             raise _Reject("bad_timestamp", f"ts must be finite, got {ts!r}")
         if t > limits.max_ts or (div != 1.0 and t < limits.plausible_min_ts):
@@ -351,13 +351,13 @@ class Decoder:
         if isinstance(key_fields, str):
             key_fields = tuple(p.strip() for p in key_fields.split(","))
         self.fields = FieldMap(tuple(key_fields) if key_fields is not None else ("key",), value_field, ts_field, key_fields is not None)
-        self._types = _fast_types(self.limits.max_key_chars)
+        self._types = _fast_types(self.limits.max_key_chars, ts_unit != "s")
         self._segs = {p: tuple(p.split(".")) for p in (*self.fields.key_fields, value_field, ts_field)}
         if self.fields.is_default:
             self._typed: TypedMapping | None = None
             self._fast_fn = self._fast
         else:
-            self._typed = typed_mapping(self.fields, self.limits.max_key_chars)
+            self._typed = typed_mapping(self.fields, self.limits.max_key_chars, ts_unit != "s")
             self._fast_fn = self._fast_mapped if self._typed is not None else _never
 
     @property
@@ -649,12 +649,11 @@ class Decoder:
                 break
         if strings:
             try:
-                stamps = [parse_timestamp(t, lim) if type(t) is str else t / div for t in stamps]
+                stamps = [parse_timestamp(t, lim) if type(t) is str else _to_seconds(t, div) for t in stamps]
             except _Reject:
                 return False
-            div = 1.0
         elif div != 1.0:
-            stamps = [t / div for t in stamps]
+            stamps = [_to_seconds(t, div) for t in stamps]
         total = sum(stamps)
         if total != total:  # NaN: only the absent-ts default can be NaN
             # an event without ts: the message timestamp (already seconds) stands in, if there is one
@@ -700,6 +699,10 @@ _WS = (b" ", b"\t", b"\n", b"\r")
 _FAILED: Any = object()
 
 
+def _to_seconds(t: float | int, div: float) -> float:
+    return t / div if type(t) is float else _int_div(t, div)  # type: ignore[arg-type]
+
+
 def _never(raw: bytes, default_ts: float | None, out: Decoded) -> bool:
     """No typed path (overlapping field paths): the exact path decides every message."""
     return False
@@ -712,20 +715,29 @@ class _FastTypes:
     columnar: msgspec.json.Decoder
 
 
-def _fast_types(max_key_chars: int) -> _FastTypes:
+def _fast_types(max_key_chars: int, int_ts: bool = False) -> _FastTypes:
     """msgspec decoders for the three valid message shapes (keys bounded as configured).
 
     ``ts`` defaults to NaN, which JSON cannot express, so NaN means "absent". A string
     ``ts`` (RFC 3339) is parsed by the exact path's own function.
     """
     Key = Annotated[str, msgspec.Meta(min_length=1, max_length=max_key_chars)]
-    Event = msgspec.defstruct("Event", [("key", Key), ("value", float), ("ts", Union[float, str], _NAN)], gc=False)
-    Columnar = msgspec.defstruct("Columnar", [("key", Key), ("values", list[float]), ("ts", Union[float, list[float]], _NAN)], gc=False)
+    Num: Any = Union[int, float] if int_ts else float  # integers kept exact for a finer ts unit
+    Event = msgspec.defstruct("Event", [("key", Key), ("value", float), ("ts", Union[Num, str], _NAN)], gc=False)
+    Columnar = msgspec.defstruct("Columnar", [("key", Key), ("values", list[float]), ("ts", Union[Num, list[Num]], _NAN)], gc=False)
     return _FastTypes(msgspec.json.Decoder(Event), msgspec.json.Decoder(list[Event]), msgspec.json.Decoder(Columnar))
 
 
 def _with_source(d: DeadLetter, source: Source) -> DeadLetter:
     return DeadLetter(d.reason, d.error, d.raw, d.index, source)
+
+
+def _int_div(v: int, div: float) -> float:
+    """``v / div`` correctly rounded for an integer (a nanosecond count exceeds 2**53)."""
+    try:
+        return v / int(div)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
 
 
 def _int_to_float(v: int) -> float:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from stream.events import REASONS, DecodeLimits, Decoded, Decoder, Source
+from stream.labels import compose_key
 
 
 def dec(**kw):
@@ -205,3 +206,246 @@ def test_a_batch_of_records_decodes_like_its_records_one_by_one():
     lists_only = Decoded(keys=list(batch.keys), values=list(batch.values), ts=list(batch.ts))
     assert [a.tolist() for a in lists_only.arrays()] == [batch.values, batch.ts]
     assert {x.source.offset for x in batch.dead} == {105, 106, 107, 124}
+
+
+# -- poison: lone surrogates and deep nesting ---------------------------------------------
+
+
+def _both_paths(d: Decoder, raw: bytes, default_ts=None):
+    """The fast path, the exact path and a one-record batch: all must agree."""
+    fast = d.decode(raw, default_ts=default_ts)
+    exact = d._decode(raw, None, default_ts, fast=False)
+    batch = d.decode_batch([(raw, 0, default_ts)], "t", 0)
+    for other in (exact, batch):
+        assert (other.keys, other.values, other.ts, other.labels) == (fast.keys, fast.values, fast.ts, fast.labels)
+        assert [(x.reason, x.error, x.index) for x in other.dead] == [(x.reason, x.error, x.index) for x in fast.dead]
+    return fast
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        rb'{"key": "\ud800", "value": 1, "ts": 1763800000}',
+        rb'{"key": "a\udfff", "value": 1, "ts": 1763800000}',
+        rb'{"key": "\ud800\ud800", "value": 1, "ts": 1763800000}',
+        rb'{"key": "\udc00\ud800", "value": 1, "ts": 1763800000}',
+        rb'{"key": "\ud800", "values": [1, 2], "ts": 1763800000}',
+    ],
+)
+def test_a_key_with_a_lone_surrogate_is_dead_lettered(raw):
+    out = _both_paths(Decoder(), raw)
+    assert out.keys == [] and [d.reason for d in out.dead] == ["bad_key"]
+    assert "not valid Unicode" in out.dead[0].error
+    # The dead letter itself is encodable (it goes to Kafka and to replay's stdout).
+    json.dumps(out.dead[0].to_json(), ensure_ascii=False).encode("utf-8")
+
+
+def test_a_surrogate_pair_is_a_valid_key_and_a_lone_one_elsewhere_is_harmless():
+    out = _both_paths(Decoder(), rb'{"key": "\ud83d\ude00", "value": 1, "ts": 1763800000, "note": "\ud800"}')
+    assert out.keys == ["\U0001F600"] and out.dead == []
+    out = _both_paths(Decoder(), rb'[{"key": "ok", "value": 1, "ts": 1763800000}, {"key": "\udc00", "value": 2, "ts": 1763800000}]')
+    assert out.keys == ["ok"] and [(d.reason, d.index) for d in out.dead] == [("bad_key", 1)]
+
+
+def test_a_lone_surrogate_in_a_mapped_key_field_names_the_field():
+    d = Decoder(key_fields=("service.name", "http.route"))
+    out = _both_paths(d, rb'{"service": {"name": "cart"}, "http": {"route": "/\ud800"}, "value": 1, "ts": 1763800000}')
+    assert [d.reason for d in out.dead] == ["bad_key"] and out.dead[0].error.startswith("http.route: not valid Unicode")
+
+
+def _nested_object(depth: int) -> bytes:
+    return b'{"a":' * (depth - 1) + b"{}" + b"}" * (depth - 1)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _nested_object(5000),
+        b"[" * 5000 + b"]" * 5000,
+        b'{"key": "a", "value": 1, "ts": 1763800000, "x": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        b'[{"key": "a", "value": 1, "ts": 1763800000, "x": ' + _nested_object(200) + b"}]",
+        b'{"key": "a", "values": [1], "ts": 1763800000, "x": ' + _nested_object(900) + b"}",
+    ],
+)
+def test_deep_nesting_is_too_deep_on_every_path(raw):
+    out = _both_paths(Decoder(), raw)
+    assert out.keys == [] and [d.reason for d in out.dead] == ["too_deep"]
+
+
+def test_the_depth_limit_is_exact_and_does_not_depend_on_the_callers_stack():
+    d = Decoder(limits=DecodeLimits(max_depth=64))
+    ok = b'{"key": "a", "value": 1, "ts": 1763800000, "x": ' + _nested_object(63) + b"}"  # 64 levels
+    deep = b'{"key": "a", "value": 1, "ts": 1763800000, "x": ' + _nested_object(64) + b"}"  # 65 levels
+    assert _both_paths(d, ok).keys == ["a"]
+    assert [x.reason for x in _both_paths(d, deep).dead] == ["too_deep"]
+    # An array's events are one level down: the deep element alone is dead-lettered.
+    arr = b'[{"key": "a", "value": 1, "ts": 1763800000}, ' + deep + b"]"
+    out = _both_paths(d, arr)
+    assert out.keys == ["a"] and [(x.reason, x.index) for x in out.dead] == [("too_deep", 1)]
+
+    def at_depth(n):  # the same answers from deep inside a call stack
+        if n:
+            return at_depth(n - 1)
+        return d.decode(ok).keys, [x.reason for x in d.decode(deep).dead], [x.reason for x in d.decode(b"[" * 950 + b"]" * 950).dead]
+
+    import sys
+
+    assert at_depth(sys.getrecursionlimit() - 120) == (["a"], ["too_deep"], ["too_deep"])
+
+
+# -- timestamps in a unit -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unit,ts", [("s", 1763800000.25), ("ms", 1763800000250), ("us", 1763800000250000), ("ns", 1763800000250000000)])
+def test_numeric_ts_in_each_unit(unit, ts):
+    raw = json.dumps({"key": "k", "value": 1, "ts": ts}).encode()
+    out = _both_paths(Decoder(ts_unit=unit), raw)
+    assert out.ts == [1763800000.25]
+    # RFC 3339 strings are read the same whatever the unit.
+    out = _both_paths(Decoder(ts_unit=unit), b'{"key": "k", "value": 1, "ts": "2025-11-22T08:26:40.25Z"}')
+    assert out.ts == [1763800000.25]
+
+
+@pytest.mark.parametrize(
+    "unit,ts,likely",
+    [
+        ("s", 1763800000250, "milliseconds"),
+        ("s", 1763800000250000, "microseconds"),
+        ("s", 1763800000250000000, "nanoseconds"),
+        ("ms", 1763800000, "seconds"),
+        ("ms", 1763800000250000, "microseconds"),
+        ("us", 1763800000250, "milliseconds"),
+        ("ns", 1763800000250000, "microseconds"),
+        ("ns", 1763800000, "seconds"),
+    ],
+)
+def test_a_ts_in_another_unit_is_dead_lettered_naming_the_likely_unit(unit, ts, likely):
+    for raw in (
+        json.dumps({"key": "k", "value": 1, "ts": ts}).encode(),
+        json.dumps([{"key": "k", "value": 1, "ts": 1763800000 * {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[unit]}, {"key": "k", "value": 1, "ts": ts}]).encode(),
+    ):
+        out = _both_paths(Decoder(ts_unit=unit), raw)
+        assert out.dead and out.dead[-1].reason == "bad_timestamp"
+        assert f"looks like epoch {likely}" in out.dead[-1].error, out.dead[-1].error
+    assert len(out.keys) == 1  # the good one of the pair is kept
+
+
+def test_the_message_timestamp_is_seconds_whatever_the_ts_unit():
+    out = _both_paths(Decoder(ts_unit="ms"), b'{"key": "k", "value": 1}', default_ts=1763800000.5)
+    assert out.ts == [1763800000.5]
+    out = _both_paths(Decoder(ts_unit="ms"), b'{"key": "k", "values": [1, 2]}', default_ts=1763800000.5)
+    assert out.ts == [1763800000.5, 1763800000.5]
+
+
+def test_unknown_ts_unit_is_an_error():
+    with pytest.raises(ValueError, match="ts unit"):
+        Decoder(ts_unit="min")
+
+
+# -- field mapping ------------------------------------------------------------------------
+
+ACCESS_LOG = {"service": {"name": "cart"}, "http": {"route": "/api/cart", "status": 200}, "duration_ms": 12.5, "@timestamp": "2026-01-05T10:00:00.5Z"}
+
+
+def access_decoder(**kw) -> Decoder:
+    return Decoder(key_fields=("service.name", "http.route"), value_field="duration_ms", ts_field="@timestamp", **kw)
+
+
+def test_access_log_by_field_mapping():
+    out = _both_paths(access_decoder(), json.dumps(ACCESS_LOG).encode())
+    assert out.keys == ["cart|/api/cart"] and out.values == [0.0125] and out.ts == [1767607200.5]
+    assert out.labels == {"cart|/api/cart": {"service.name": "cart", "http.route": "/api/cart"}}
+    arr = json.dumps([ACCESS_LOG, {**ACCESS_LOG, "service": {"name": "a|b"}}]).encode()
+    out = _both_paths(access_decoder(), arr)
+    assert out.keys == ["cart|/api/cart", "a\\|b|/api/cart"] and out.labels["a\\|b|/api/cart"]["service.name"] == "a|b"
+
+
+def test_flattened_dotted_names_and_key_field_types():
+    flat = {"service.name": "cart", "http.route": "/x", "duration_ms": 3, "@timestamp": 1767607200}
+    out = _both_paths(access_decoder(), json.dumps(flat).encode())
+    assert out.keys == ["cart|/x"]
+    d = Decoder(key_fields=("svc", "http.status", "error"), value_field="ms", ts_field="t")
+    out = _both_paths(d, b'{"svc": "cart", "http": {"status": 503}, "error": true, "ms": 5, "t": 1767607200}')
+    assert out.keys == ["cart|503|true"] and out.labels["cart|503|true"] == {"svc": "cart", "http.status": "503", "error": "true"}
+    for bad, reason in [(1.5, "bad_key"), (None, "bad_key"), ([], "bad_key"), ({}, "bad_key"), ("", "bad_key")]:
+        doc = {"svc": "cart", "http": {"status": bad}, "error": False, "ms": 5, "t": 1767607200}
+        out = _both_paths(d, json.dumps(doc).encode())
+        assert [x.reason for x in out.dead] == [reason] and out.dead[0].error.startswith("http.status:"), out.dead[0].error
+
+
+@pytest.mark.parametrize(
+    "change,reason,path",
+    [
+        ({"service": {}}, "missing_field", "service.name"),
+        ({"service": "cart"}, "missing_field", "service.name"),
+        ({"duration_ms": "12"}, "bad_value", "duration_ms"),
+        ({"duration_ms": -1}, "negative_value", "duration_ms"),
+        ({"duration_ms": None}, "bad_value", "duration_ms"),
+        ({"@timestamp": "yesterday"}, "bad_timestamp", "@timestamp"),
+        ({"@timestamp": 1767607200000}, "bad_timestamp", "@timestamp"),
+        ({"@timestamp": None}, "bad_timestamp", "@timestamp"),
+    ],
+)
+def test_mapped_rejects_name_the_field(change, reason, path):
+    out = _both_paths(access_decoder(), json.dumps({**ACCESS_LOG, **change}).encode())
+    assert out.keys == [] and [x.reason for x in out.dead] == [reason]
+    assert path in out.dead[0].error
+    missing = {k: v for k, v in ACCESS_LOG.items() if k != "duration_ms"}
+    out = _both_paths(access_decoder(), json.dumps(missing).encode())
+    assert [x.reason for x in out.dead] == ["missing_field"] and "'duration_ms'" in out.dead[0].error
+
+
+def test_mapped_ts_missing_uses_the_message_timestamp_and_ts_unit_applies():
+    doc = {k: v for k, v in ACCESS_LOG.items() if k != "@timestamp"}
+    assert _both_paths(access_decoder(), json.dumps(doc).encode(), default_ts=1767607200.0).ts == [1767607200.0]
+    assert [x.reason for x in _both_paths(access_decoder(), json.dumps(doc).encode()).dead] == ["missing_field"]
+    out = _both_paths(access_decoder(ts_unit="ms"), json.dumps({**ACCESS_LOG, "@timestamp": 1767607200500}).encode())
+    assert out.ts == [1767607200.5]
+
+
+def test_labels_only_when_key_fields_are_given():
+    assert Decoder().decode(b'{"key": "a", "value": 1, "ts": 1}').labels == {}
+    out = _both_paths(Decoder(key_fields="key"), b'{"key": "a", "value": 1, "ts": 1}')
+    assert out.keys == ["a"] and out.labels == {"a": {"key": "a"}}
+    out = _both_paths(Decoder(value_field="ms"), b'{"key": "a", "ms": 1, "ts": 1}')
+    assert out.keys == ["a"] and out.labels == {}
+
+
+def test_overlapping_paths_use_the_exact_path_alone():
+    d = Decoder(key_fields=("a", "a.b"))
+    out = _both_paths(d, b'{"a": "x", "a.b": "y", "value": 1, "ts": 1}')
+    assert out.keys == ["x|y"]
+
+
+def test_bad_field_paths_are_errors():
+    for bad in ("", "a..b", ".a"):
+        with pytest.raises(ValueError, match="field path"):
+            Decoder(value_field=bad)
+    with pytest.raises(ValueError, match="repeat"):
+        Decoder(key_fields=("a", "a"))
+
+
+_name = st.sampled_from(["cart", "api", "", "a|b", "x\\", "é", "\U0001F600"])
+_leaf = st.one_of(_name, st.integers(-5, 5), st.booleans(), st.none(), st.floats(allow_nan=True), st.just([]), st.just({}))
+_mapped_doc = st.fixed_dictionaries(
+    {},
+    optional={
+        "service": st.one_of(st.fixed_dictionaries({}, optional={"name": _leaf}), _leaf),
+        "service.name": _leaf,
+        "http": st.fixed_dictionaries({}, optional={"route": _leaf, "x": _leaf}),
+        "duration_ms": st.one_of(st.floats(0, 1e6), st.integers(0, 10**6), _leaf),
+        "@timestamp": st.one_of(st.floats(1.7e9, 1.8e9), st.integers(1.7e12, 1.8e12), st.sampled_from(["2026-01-05T10:00:00Z", "2026-01-05T10:00:00", "x"]), _leaf),
+    },
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_mapped_doc, st.lists(_mapped_doc, max_size=6)), st.sampled_from([None, 1767607200.0]), st.sampled_from(["s", "ms"]))
+def test_mapped_fast_path_never_changes_a_result(doc, default_ts, ts_unit):
+    raw = json.dumps(doc, allow_nan=True).encode()
+    out = _both_paths(access_decoder(ts_unit=ts_unit), raw, default_ts)
+    n = len(doc) if isinstance(doc, list) else 1
+    assert len(out.keys) + len(out.dead) == n
+    assert set(out.labels) == set(out.keys)
+    for k, lab in out.labels.items():
+        assert compose_key([lab["service.name"], lab["http.route"]]) == k

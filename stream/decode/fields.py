@@ -73,12 +73,13 @@ class TypedMapping:
     ts: Callable[[Any], Any]
 
 
-def typed_mapping(fm: FieldMap, max_key_chars: int) -> TypedMapping | None:
+def typed_mapping(fm: FieldMap, max_key_chars: int, int_ts: bool = False) -> TypedMapping | None:
     """Struct types whose shape is the paths' tree; None when paths overlap (``a`` and
-    ``a.b``), which only the exact path can take."""
+    ``a.b``), which only the exact path can take. ``int_ts`` keeps integer timestamps
+    exact (a nanosecond count exceeds 2**53)."""
     Key = Annotated[str, msgspec.Meta(min_length=1, max_length=max_key_chars)]
     tree: dict[str, Any] = {}
-    leaves = [(p, Key) for p in fm.key_fields] + [(fm.value_field, float), (fm.ts_field, Union[float, str])]
+    leaves = [(p, Key) for p in fm.key_fields] + [(fm.value_field, float), (fm.ts_field, Union[int, float, str] if int_ts else Union[float, str])]
     for path, typ in leaves:
         node = tree
         segs = path.split(".")
