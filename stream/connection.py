@@ -35,8 +35,12 @@ __all__ = [
     "PASSWORD_ENV",
     "SASL_MECHANISMS",
     "SECURITY_PROTOCOLS",
+    "DECODE_ERRORS",
+    "UndecodableBatch",
     "check_connection",
     "explain_kafka_error",
+    "find_undecodable_batch",
+    "getmany_skipping",
     "parse_bootstrap",
     "redact_kafka_logs",
 ]
@@ -397,3 +401,162 @@ def _unreachable_reason(e: BaseException, conn: KafkaConnection) -> str:
     if conn.sasl_password is not None and conn.sasl_password.value:
         text = text.replace(conn.sasl_password.value, "***")
     return text
+
+
+# ---- record batches the client cannot decode ----------------------------------------------
+#
+# aiokafka 0.14 decodes batches lazily inside getmany(). A batch it cannot decode raises
+# out of getmany(): UnsupportedCodecError (unknown codec id, or snappy/lz4/zstd without
+# cramjam), cramjam.DecompressionError (corrupt lz4/snappy/zstd), gzip.BadGzipFile / zlib.error
+# / EOFError (corrupt gzip), CorruptRecordException (bad CRC). The exception names no
+# partition or offset, the position does not move, so every retry fails the same way; and
+# records of *other* partitions drained in that same call are dropped although their
+# positions advanced. getmany_skipping() below undoes both.
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    import gzip
+    import zlib
+
+    from aiokafka.errors import CorruptRecordException, UnsupportedCodecError
+
+    errs: list[type[BaseException]] = [UnsupportedCodecError, CorruptRecordException, gzip.BadGzipFile, zlib.error, EOFError]
+    try:
+        import cramjam
+
+        errs.append(cramjam.DecompressionError)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(errs)
+
+
+DECODE_ERRORS: tuple[type[BaseException], ...] = _decode_errors()
+
+
+@dataclass(slots=True, frozen=True)
+class UndecodableBatch:
+    """One record batch skipped because it cannot be decoded: offsets [first_offset, next_offset)."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    next_offset: int
+    reason: str  # one line, e.g. "UnsupportedCodecError: Unknown compression codec 0x05"
+    raw: bytes = field(default=b"", repr=False)  # the batch as stored, for a dead-letter record
+
+    @property
+    def skipped_offsets(self) -> int:
+        return self.next_offset - self.first_offset
+
+
+def _positions(consumer: Any) -> dict[Any, int]:
+    """Current fetch positions of the assigned partitions, read without awaiting (aiokafka 0.14 internals)."""
+    try:
+        assignment = consumer._subscription.subscription.assignment
+    except AttributeError:
+        return {}
+    out = {}
+    for tp in assignment.tps:
+        st = assignment.state_value(tp)
+        if st is not None and st.has_valid_position:
+            out[tp] = st.position
+    return out
+
+
+def _split_batches(data: bytes) -> list[tuple[int, bytes]]:
+    """(base_offset, bytes) of each complete batch in a fetched message set (header: int64 offset, int32 length)."""
+    out, pos = [], 0
+    while pos + 12 <= len(data):
+        base, length = int.from_bytes(data[pos:pos + 8], "big", signed=True), int.from_bytes(data[pos + 8:pos + 12], "big")
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        out.append((base, bytes(data[pos:end])))
+        pos = end
+    return out
+
+
+async def _raw_message_set(consumer: Any, tp: Any, offset: int, max_bytes: int) -> bytes:
+    """One Fetch request for tp at offset, answered as stored bytes (no decoding)."""
+    from aiokafka.errors import for_code
+    from aiokafka.protocol.fetch import FetchRequest
+
+    client = consumer._client
+    node = client.cluster.leader_for_partition(tp)
+    if node is None or node < 0:
+        raise KafkaUnreachable(f"no leader known for {tp.topic}[{tp.partition}]")
+    resp = await client.send(node, FetchRequest(0, 1, max_bytes, 0, [(tp.topic, [(tp.partition, offset, max_bytes)])]))
+    for _topic, parts in resp.topics:
+        for partition, error_code, _hw, *rest in parts:
+            if partition == tp.partition:
+                err = for_code(error_code)
+                if err.errno != 0:
+                    raise err()
+                return bytes(rest[-1] or b"")
+    return b""
+
+
+async def find_undecodable_batch(consumer: Any, tp: Any, offset: int, max_bytes: int = 1 << 20) -> tuple[UndecodableBatch | None, int]:
+    """Scan tp from offset as stored; returns (the first batch that fails to decode or None,
+    how many records before it the consumer will deliver)."""
+    from aiokafka.errors import CorruptRecordException
+    from aiokafka.record.memory_records import MemoryRecords
+
+    good = 0
+    for base, raw in _split_batches(await _raw_message_set(consumer, tp, offset, max_bytes)):
+        batch = MemoryRecords(raw).next_batch()
+        if batch is None:
+            break
+        try:
+            if not batch.validate_crc():
+                raise CorruptRecordException(f"Invalid CRC - {tp}")
+            records = [] if batch.is_control_batch else [r.offset for r in batch]
+        except DECODE_ERRORS as e:
+            text = _one_line(e)
+            reason = text if text.startswith(type(e).__name__) else f"{type(e).__name__}: {text}"
+            return UndecodableBatch(tp.topic, tp.partition, max(base, offset), batch.next_offset, reason, raw), good
+        good += sum(1 for o in records if o >= offset)
+    return None, good
+
+
+async def getmany_skipping(consumer: Any, *partitions: Any, timeout_ms: int = 0, max_records: int | None = None,
+                           max_fetch_bytes: int = 1 << 20) -> tuple[dict[Any, list[Any]], list[UndecodableBatch]]:
+    """consumer.getmany(), except that a batch that cannot be decoded is returned as an
+    UndecodableBatch and the partition moved past it; no record of any partition is lost.
+
+    The caller counts, logs and dead-letters each UndecodableBatch, then carries on."""
+    before = _positions(consumer)
+    try:
+        return await consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records), []
+    except DECODE_ERRORS as exc:
+        return await _recover(consumer, before, exc, max_fetch_bytes)
+
+
+async def _recover(consumer: Any, before: dict[Any, int], exc: BaseException, max_bytes: int) -> tuple[dict[Any, list[Any]], list[UndecodableBatch]]:
+    now = _positions(consumer)
+    moved = [tp for tp, pos in before.items() if now.get(tp, pos) != pos]
+    for tp in moved:  # drained in the failed call, then dropped by aiokafka: read them again
+        consumer.seek(tp, before[tp])
+    for tp in sorted((tp for tp in before if tp not in moved), key=lambda t: (t.topic, t.partition)):
+        bad, good = await find_undecodable_batch(consumer, tp, before[tp], max_bytes)
+        if bad is None:
+            continue
+        records = await _records_before(consumer, tp, good, bad.first_offset)
+        if len(records) < good:  # could not deliver them all yet: do not skip, retry next call
+            return ({tp: records} if records else {}), []
+        consumer.seek(tp, bad.next_offset)
+        return ({tp: records} if records else {}), [bad]
+    raise exc  # no batch failed when read again: not a stored-data problem
+
+
+async def _records_before(consumer: Any, tp: Any, count: int, stop: int, timeout_s: float = 10.0) -> list[Any]:
+    """Up to count records of tp (those before the bad batch), stopping short of offset stop."""
+    out: list[Any] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while len(out) < count and _positions(consumer).get(tp, stop) < stop and loop.time() < deadline:
+        try:
+            got = await consumer.getmany(tp, timeout_ms=200, max_records=count - len(out))
+        except DECODE_ERRORS:
+            break
+        out.extend(got.get(tp, []))
+    return out

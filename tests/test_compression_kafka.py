@@ -1,0 +1,175 @@
+"""Every codec a producer may use is read; a batch nobody can decode is skipped, not retried forever.
+
+The undecodable batches are made on the real broker: produced normally, then altered in
+the broker's own log segment (CRC32C recomputed, so only decoding fails) — the broker
+validates batches on produce, so a bad one cannot be sent in; on disk (bit rot, a buggy
+proxy or a foreign client writing a codec id this client lacks) is where they come from."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.record._crc32c import crc as crc32c
+
+from stream.connection import DECODE_ERRORS, KafkaConnection, UndecodableBatch, getmany_skipping
+
+pytestmark = pytest.mark.kafka
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+CODEC_ID = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+# Record batch v2 header up to the record count (big endian).
+HEADER = struct.Struct(">qiibIhiqqqhii")
+
+
+def stored_batches(broker, topic: str, partition: int) -> list[tuple[int, int, tuple]]:
+    """(file position, total length, header fields) of each batch in the partition's first segment."""
+    path = segment(broker, topic, partition)
+    data, out, pos = path.read_bytes(), [], 0
+    while pos + HEADER.size <= len(data):
+        f = HEADER.unpack_from(data, pos)
+        out.append((pos, 12 + f[1], f))
+        pos += 12 + f[1]
+    return out
+
+
+def segment(broker, topic: str, partition: int) -> Path:
+    return broker.workdir / "data" / f"{topic}-{partition}" / "00000000000000000000.log"
+
+
+def corrupt(broker, topic: str, partition: int, base_offset: int, how: str) -> None:
+    """Alter one stored batch in place: 'codec' sets codec id 5 (unknown), 'payload' scrambles
+    compressed bytes. The CRC is recomputed so the client gets as far as decoding."""
+    path = segment(broker, topic, partition)
+    buf = bytearray(path.read_bytes())
+    pos, size, f = next(b for b in stored_batches(broker, topic, partition) if b[2][0] == base_offset)
+    if how == "codec":
+        struct.pack_into(">h", buf, pos + 21, (f[5] & ~7) | 5)
+    else:
+        mid = pos + HEADER.size + (size - HEADER.size) // 2
+        for i in range(mid, mid + 8):
+            buf[i] ^= 0x5A
+    struct.pack_into(">I", buf, pos + 17, crc32c(buf[pos + 21:pos + size]))
+    with open(path, "r+b") as fh:
+        fh.seek(pos)
+        fh.write(buf[pos:pos + size])
+
+
+async def send_batch(conn: KafkaConnection, topic: str, partition: int, values: list[bytes]) -> int:
+    """Produce values as exactly one batch with conn's compression; returns its base offset."""
+    p = AIOKafkaProducer(**conn.producer_kwargs(acks="all"))
+    await p.start()
+    try:
+        batch = p.create_batch()
+        for v in values:
+            assert batch.append(key=None, value=v, timestamp=None) is not None
+        fut = await p.send_batch(batch, topic, partition=partition)
+        return (await fut).offset
+    finally:
+        await p.stop()
+
+
+def conn_for(broker, compression: str = "none") -> KafkaConnection:
+    return KafkaConnection.from_options(f"kafka://{broker.bootstrap}", compression=compression)
+
+
+def test_every_codec_in_one_topic_is_read(kafka_broker):
+    topic = f"codecs-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, 2)
+    want = []
+    for codec in CODECS:
+        for part in (0, 1):
+            values = [f"{codec}-{part}-{i}-".encode() * 5 for i in range(100)]
+            asyncio.run(send_batch(conn_for(kafka_broker, codec), topic, part, values))
+            want += values
+    # The broker kept each batch as produced (topic compression.type=producer).
+    stored = {f[5] & 7 for part in (0, 1) for _, _, f in stored_batches(kafka_broker, topic, part)}
+    assert stored == set(CODEC_ID.values())
+
+    async def read_all() -> list[bytes]:
+        c = AIOKafkaConsumer(topic, **conn_for(kafka_broker).consumer_kwargs(group_id=f"g-{topic}", auto_offset_reset="earliest"))
+        await c.start()
+        got: list[bytes] = []
+        try:
+            while len(got) < len(want):
+                batch = await asyncio.wait_for(c.getmany(timeout_ms=500), 30)
+                got += [r.value for recs in batch.values() for r in recs]
+        finally:
+            await c.stop()
+        return got
+
+    assert sorted(asyncio.run(read_all())) == sorted(want)
+
+
+@pytest.fixture
+def damaged_topic(kafka_broker):
+    """p0: 100 good records. p1: 50 good, a 20-record lz4 batch with scrambled bytes, 30 good,
+    a 20-record gzip batch relabelled with codec id 5, 30 good."""
+    topic = f"damaged-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, 2)
+    plain, lz4, gz = conn_for(kafka_broker), conn_for(kafka_broker, "lz4"), conn_for(kafka_broker, "gzip")
+
+    async def fill() -> tuple[int, int]:
+        await send_batch(plain, topic, 0, [f"p0-{i}".encode() for i in range(50)])
+        await send_batch(plain, topic, 1, [f"p1-{i}".encode() for i in range(50)])
+        bad1 = await send_batch(lz4, topic, 1, [f"lz4-{i}-".encode() * 20 for i in range(20)])
+        await send_batch(plain, topic, 1, [f"p1-{i}".encode() for i in range(70, 100)])
+        bad2 = await send_batch(gz, topic, 1, [f"gz-{i}-".encode() * 20 for i in range(20)])
+        await send_batch(plain, topic, 1, [f"p1-{i}".encode() for i in range(120, 150)])
+        await send_batch(plain, topic, 0, [f"p0-{i}".encode() for i in range(50, 100)])
+        return bad1, bad2
+
+    bad1, bad2 = asyncio.run(fill())
+    assert (bad1, bad2) == (50, 100)
+    corrupt(kafka_broker, topic, 1, bad1, "payload")
+    corrupt(kafka_broker, topic, 1, bad2, "codec")
+    return topic
+
+
+def test_plain_getmany_fails_at_the_same_offset_on_every_retry(kafka_broker, damaged_topic):
+    """The problem getmany_skipping exists for: the error names no partition and never moves on."""
+    async def go() -> list[tuple[str, int]]:
+        c = AIOKafkaConsumer(damaged_topic, **conn_for(kafka_broker).consumer_kwargs(group_id=f"n-{damaged_topic}", auto_offset_reset="earliest"))
+        await c.start()
+        seen = []
+        try:
+            while len(seen) < 4:
+                try:
+                    await asyncio.wait_for(c.getmany(timeout_ms=500), 30)
+                except DECODE_ERRORS as e:
+                    seen.append((type(e).__name__, await c.position(TopicPartition(damaged_topic, 1))))
+        finally:
+            await c.stop()
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(go(), 60))
+    assert seen == [("DecompressionError", 0)] * 4
+
+
+def test_undecodable_batches_are_skipped_and_no_other_record_is_lost(kafka_broker, damaged_topic):
+    want = {f"p0-{i}".encode() for i in range(100)} | {f"p1-{i}".encode() for i in [*range(50), *range(70, 100), *range(120, 150)]}
+
+    async def go() -> tuple[list[bytes], list[UndecodableBatch]]:
+        c = AIOKafkaConsumer(damaged_topic, **conn_for(kafka_broker).consumer_kwargs(group_id=f"s-{damaged_topic}", auto_offset_reset="earliest", max_poll_records=40))
+        await c.start()
+        got: list[bytes] = []
+        bad: list[UndecodableBatch] = []
+        try:
+            while len(got) < len(want) or len(bad) < 2:
+                records, skipped = await getmany_skipping(c, timeout_ms=500)
+                got += [r.value for recs in records.values() for r in recs]
+                bad += skipped
+        finally:
+            await c.stop()
+        return got, bad
+
+    got, bad = asyncio.run(asyncio.wait_for(go(), 60))
+    assert sorted(got) == sorted(want)  # every good record exactly once, both partitions
+    assert [(b.partition, b.first_offset, b.next_offset) for b in bad] == [(1, 50, 70), (1, 100, 120)]
+    assert bad[0].reason.startswith("DecompressionError: lz4")
+    assert bad[1].reason == "UnsupportedCodecError: Unknown compression codec 0x05"
+    assert all(b.topic == damaged_topic and b.skipped_offsets == 20 and len(b.raw) > 61 for b in bad)
