@@ -59,6 +59,9 @@ __all__ = [
     "parse_histogram_buckets",
     "classic_counts",
     "coarsen",
+    "encode_protobuf",
+    "wants_protobuf",
+    "PROTOBUF_CONTENT_TYPE",
     "NATIVE_SCHEMA",
 ]
 
@@ -327,14 +330,169 @@ class _ClassicOnly:
 def encode(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
     """Body and content type for a scrape's ``Accept`` header (prometheus_client's negotiation).
 
-    Prometheus text 0.0.4 unless OpenMetrics is accepted; native histograms only in
-    OpenMetrics 2.0, the other formats get the classic buckets alone.
+    Prometheus' protobuf when preferred (native and classic buckets: what Prometheus
+    asks for with native histograms enabled), else prometheus_client's choice: text
+    0.0.4 unless OpenMetrics is accepted; native histograms also in OpenMetrics 2.0,
+    the other formats get the classic buckets alone.
     """
+    if accept and wants_protobuf(accept) and _has_protobuf():
+        return encode_protobuf(registry), PROTOBUF_CONTENT_TYPE
     encoder, content_type = choose_encoder(accept or "")
     native = content_type.startswith("application/openmetrics-text; version=2.")
     return encoder(registry if native else _ClassicOnly(registry)), content_type
 
 
+def _has_protobuf() -> bool:
+    try:
+        import google.protobuf  # noqa: F401
+    except ImportError:  # pragma: no cover - protobuf is a dependency; text still works without it
+        return False
+    return True
+
+
 def render(registry: CollectorRegistry) -> bytes:
     """Prometheus text format 0.0.4 (classic histogram buckets)."""
     return generate_latest(_ClassicOnly(registry))  # type: ignore[arg-type]
+
+
+# -- Prometheus protobuf exposition ------------------------------------------------
+# The only format in which Prometheus 2.x reads native histograms (scraping with
+# --enable-feature=native-histograms); prometheus_client has no protobuf encoder, so
+# the messages are declared here from the published schema (io.prometheus.client,
+# metrics.proto: field numbers and types only) and filled from the collected families.
+
+PROTOBUF_CONTENT_TYPE = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+_T = {"double": 1, "int64": 3, "uint64": 4, "int32": 5, "string": 9, "message": 11, "uint32": 13, "sint32": 17, "sint64": 18}
+_PROTO_SCHEMA: dict[str, list[tuple[str, int, str, bool]]] = {  # message: (field, number, type, repeated)
+    "LabelPair": [("name", 1, "string", False), ("value", 2, "string", False)],
+    "Gauge": [("value", 1, "double", False)],
+    "Counter": [("value", 1, "double", False)],
+    "Untyped": [("value", 1, "double", False)],
+    "Bucket": [("cumulative_count", 1, "uint64", False), ("upper_bound", 2, "double", False)],
+    "BucketSpan": [("offset", 1, "sint32", False), ("length", 2, "uint32", False)],
+    "Histogram": [
+        ("sample_count", 1, "uint64", False), ("sample_sum", 2, "double", False), ("bucket", 3, ".Bucket", True),
+        ("schema", 5, "sint32", False), ("zero_threshold", 6, "double", False), ("zero_count", 7, "uint64", False),
+        ("negative_span", 9, ".BucketSpan", True), ("negative_delta", 10, "sint64", True),
+        ("positive_span", 12, ".BucketSpan", True), ("positive_delta", 13, "sint64", True),
+    ],
+    "Metric": [
+        ("label", 1, ".LabelPair", True), ("gauge", 2, ".Gauge", False), ("counter", 3, ".Counter", False),
+        ("untyped", 5, ".Untyped", False), ("histogram", 7, ".Histogram", False),
+    ],
+    "MetricFamily": [("name", 1, "string", False), ("help", 2, "string", False), ("type", 3, "int32", False), ("metric", 4, ".Metric", True)],
+}
+_PROTO_TYPE = {"counter": 0, "gauge": 1, "unknown": 3, "histogram": 4, "info": 1, "stateset": 1}
+_proto_classes: dict[str, type] = {}  # built once per process from the fixed schema above
+
+
+def _proto(name: str) -> type:
+    """The generated message class ``io.prometheus.client.<name>``."""
+    if not _proto_classes:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        fd = descriptor_pb2.FileDescriptorProto(name="shiftwatch_prom_metrics.proto", package="io.prometheus.client", syntax="proto3")
+        for msg, fields in _PROTO_SCHEMA.items():
+            m = fd.message_type.add(name=msg)
+            for fname, num, typ, rep in fields:
+                f = m.field.add(name=fname, number=num, label=3 if rep else 1)
+                if typ.startswith("."):
+                    f.type, f.type_name = _T["message"], ".io.prometheus.client" + typ
+                else:
+                    f.type = _T[typ]
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(fd)
+        for msg in _PROTO_SCHEMA:
+            _proto_classes[msg] = message_factory.GetMessageClass(pool.FindMessageTypeByName("io.prometheus.client." + msg))
+    return _proto_classes[name]
+
+
+def _pb_family(m: Metric):  # type: ignore[no-untyped-def]
+    """One collected family as a MetricFamily message (None: nothing to say in protobuf)."""
+    kind = m.type if m.type in _PROTO_TYPE else "unknown"
+    name = m.name + {"counter": "_total", "info": "_info"}.get(kind, "")
+    fam = _proto("MetricFamily")(name=name, help=m.documentation, type=_PROTO_TYPE[kind])
+    if kind == "histogram":
+        _pb_histograms(m, fam)
+    else:
+        for s in m.samples:
+            if s.name != name:  # _created and the like
+                continue
+            metric = fam.metric.add()
+            _pb_labels(metric, s.labels)
+            field = {"counter": "counter", "unknown": "untyped"}.get(kind, "gauge")
+            getattr(metric, field).value = s.value
+    return fam if fam.metric else None
+
+
+def _pb_labels(metric, labels: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    for k, v in sorted(labels.items()):
+        metric.label.add(name=k, value=v)
+
+
+def _pb_histograms(m: Metric, fam) -> None:  # type: ignore[no-untyped-def]
+    """Classic buckets, count, sum and (when collected) the native buckets of each label set."""
+    by_labels: dict[tuple, object] = {}
+    for s in m.samples:
+        labels = {k: v for k, v in s.labels.items() if k != "le"}
+        ident = tuple(sorted(labels.items()))
+        metric = by_labels.get(ident)
+        if metric is None:
+            metric = by_labels[ident] = fam.metric.add()
+            _pb_labels(metric, labels)
+        h = metric.histogram  # type: ignore[attr-defined]
+        if s.native_histogram is not None:
+            _pb_native(h, s.native_histogram)
+        elif s.name == m.name + "_bucket" and s.labels["le"] != "+Inf":
+            h.bucket.add(cumulative_count=int(s.value), upper_bound=float(s.labels["le"]))
+        elif s.name == m.name + "_count":
+            h.sample_count = int(s.value)
+        elif s.name == m.name + "_sum":
+            h.sample_sum = s.value
+
+
+def _pb_native(h, nh: NativeHistogram) -> None:  # type: ignore[no-untyped-def]
+    h.schema, h.zero_threshold, h.zero_count = nh.schema, nh.zero_threshold, int(nh.zero_count)
+    for spans, deltas, span_field, delta_field in (
+        (nh.pos_spans, nh.pos_deltas, h.positive_span, h.positive_delta),
+        (nh.neg_spans, nh.neg_deltas, h.negative_span, h.negative_delta),
+    ):
+        for o, n in spans or ():
+            span_field.add(offset=o, length=n)
+        delta_field.extend(deltas or ())
+    if not nh.pos_spans and not nh.neg_spans:
+        h.positive_span.add(offset=0, length=0)  # marks it native even without buckets
+
+
+def encode_protobuf(registry: CollectorRegistry) -> bytes:
+    """Length-delimited MetricFamily messages, native histograms included."""
+    out = bytearray()
+    for m in registry.collect():
+        fam = _pb_family(m)
+        if fam is not None:
+            body = fam.SerializeToString()
+            n = len(body)
+            while n >= 0x80:  # varint length prefix
+                out.append(n & 0x7F | 0x80)
+                n >>= 7
+            out.append(n)
+            out += body
+    return bytes(out)
+
+
+def wants_protobuf(accept: str) -> bool:
+    """The scraper prefers delimited MetricFamily protobuf (at least as much as anything else)."""
+    best, proto = 0.0, -1.0
+    for item in accept.split(","):
+        parts = [t.strip() for t in item.split(";")]
+        params = dict(t.split("=", 1) for t in parts[1:] if "=" in t)
+        try:
+            q = float(params.get("q", "1"))
+        except ValueError:
+            continue
+        if parts[0] == "application/vnd.google.protobuf":
+            if params.get("proto") == "io.prometheus.client.MetricFamily" and params.get("encoding") == "delimited":
+                proto = max(proto, q)
+        else:
+            best = max(best, q)
+    return proto > 0 and proto >= best

@@ -204,3 +204,59 @@ def test_web_endpoint_negotiates_the_format():
     (om_type, om_text), (txt_type, txt_text) = asyncio.run(go())
     assert om_type.startswith("application/openmetrics-text; version=1.0.0") and om_text.endswith("# EOF\n")
     assert txt_type.startswith("text/plain; version=0.0.4") and 'shiftwatch_latency_seconds_count{key="A"} 2.0' in txt_text
+
+
+PROTO_ACCEPT = (
+    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,"
+    "application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+def read_delimited(body: bytes) -> list:
+    from stream.metrics import _proto
+
+    out, i = [], 0
+    while i < len(body):
+        n = shift = 0
+        while True:
+            b = body[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        out.append(_proto("MetricFamily").FromString(body[i : i + n]))
+        i += n
+    return out
+
+
+def test_protobuf_only_when_the_scraper_prefers_it():
+    from stream.metrics import wants_protobuf
+
+    assert wants_protobuf(PROTO_ACCEPT)
+    assert not wants_protobuf(OM1)
+    assert not wants_protobuf("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,text/plain;q=0.9")
+    assert not wants_protobuf("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text")
+    body, ctype = encode(make_registry(fed(np.array([5.0]))), PROTO_ACCEPT)
+    assert ctype.startswith("application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited")
+
+
+def test_protobuf_carries_native_and_classic_buckets_and_every_family():
+    values = np.random.default_rng(8).lognormal(3.0, 0.6, 4000)
+    p = fed(values)
+    reg = make_registry(p)
+    fams = {f.name: f for f in read_delimited(encode(reg, PROTO_ACCEPT)[0])}
+    text_names = {f.name + ("_total" if f.type == "counter" else "") for f in text_string_to_metric_families(render(reg).decode())}
+    assert set(fams) == text_names  # the same metrics as the text format
+    assert fams["shiftwatch_events_accepted_total"].metric[0].counter.value == 4000
+    (m,) = fams["shiftwatch_latency_seconds"].metric
+    assert [(lp.name, lp.value) for lp in m.label] == [("key", "A")]
+    h = m.histogram
+    assert h.sample_count == 4000 and h.sample_sum == pytest.approx(values.sum() / 1000, rel=1e-12)
+    assert [b.upper_bound for b in h.bucket] == list(DEFAULT_BUCKETS)
+    assert [b.cumulative_count for b in h.bucket] == [np.count_nonzero(values / 1000 <= b) for b in DEFAULT_BUCKETS]
+    assert h.schema == 4 and sum(s.length for s in h.positive_span) == len(h.positive_delta)
+    assert int(np.cumsum(h.positive_delta).sum()) == 4000
+    info = fams["shiftwatch_build_info"].metric[0]
+    assert info.gauge.value == 1 and info.label[0].name == "version"

@@ -139,11 +139,15 @@ def test_prometheus_adds_up_one_key_over_two_workers(tmp_path):
     ex.feed(1, "A", first[share[: first.size] == 1], T0)
     ex.feed(1, "B", b_values, T0)
     prom = Prometheus(tmp_path, ex.ports)
+    # Native histograms: Prometheus 2.x asks for protobuf then, and keeps only the native series.
+    native = Prometheus(tmp_path, ex.ports, "--enable-feature=native-histograms")
     errors: list[float] = []
+    native_count = 'histogram_count(sum by (key) (shiftwatch_latency_seconds{key="A"}))'
     try:
         count = 'sum by (key) (shiftwatch_latency_seconds_count{key="A"})'
         prom.wait_for('count(up{job="shiftwatch"} == 1)', lambda v: v == 2)
         prom.wait_for(count, lambda v: v == first.size)
+        native.wait_for(native_count, lambda v: v == first.size)
         time.sleep(1.5)  # a second scrape of both, so "at" below sees the first regime everywhere
         t1 = time.time()
         assert scalar(prom.port, count, t1) == first.size  # exact, not estimated
@@ -154,10 +158,15 @@ def test_prometheus_adds_up_one_key_over_two_workers(tmp_path):
         assert scalar(prom.port, 'histogram_quantile(0.5, sum by (key, le) (shiftwatch_latency_seconds_bucket{key="B"}))', t1) == pytest.approx(
             float(np.median(b_values / 1000)), rel=0.05
         )
+        assert scalar(native.port, native_count, t1) == first.size
+        assert scalar(native.port, 'histogram_sum(sum by (key) (shiftwatch_latency_seconds{key="A"}))', t1) == pytest.approx(first.sum() / 1000, rel=1e-9)
+        assert scalar(native.port, "count(shiftwatch_latency_seconds_bucket)", t1) is None  # 2.42 keeps no classic series then
+        assert_quantiles(native.port, 'sum by (key) (shiftwatch_latency_seconds{key="A"})', first / 1000, t1, errors)
         time.sleep(3)  # the rate() window below starts after t1 and sees a first-regime scrape
         ex.feed(0, "A", second[share[first.size :] == 0], T0 + 600)
         ex.feed(1, "A", second[share[first.size :] == 1], T0 + 600)
         prom.wait_for(count, lambda v: v == first.size + second.size)
+        native.wait_for(native_count, lambda v: v == first.size + second.size)
         time.sleep(2.5)
         t2 = time.time()
         everything = np.concatenate([first, second]) / 1000
@@ -167,10 +176,13 @@ def test_prometheus_adds_up_one_key_over_two_workers(tmp_path):
         assert_quantiles(prom.port, since, second / 1000, t2, errors)
         window = int(t2 - t1)  # starts after t1's scrapes: the first regime is the base, not counted
         assert_quantiles(prom.port, f'sum by (key, le) (rate(shiftwatch_latency_seconds_bucket{{key="A"}}[{window}s]))', second / 1000, t2, errors)
+        assert_quantiles(native.port, 'sum by (key) (shiftwatch_latency_seconds{key="A"})', everything, t2, errors)
+        assert_quantiles(native.port, f'sum by (key) (rate(shiftwatch_latency_seconds{{key="A"}}[{window}s]))', second / 1000, t2, errors)
         counted = scalar(prom.port, since.replace("sum by (key, le)", "sum by (key)").replace("_bucket", "_count"), t2)
         assert counted == second.size
     finally:
         prom.stop()
+        native.stop()
         ex.stop()
     print(f"worst relative error of histogram_quantile p50/p99 over {len(errors)} queries: {max(errors):.4%}")
 
