@@ -55,7 +55,6 @@ __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_BUCKETS_SPEC",
     "DEFAULT_BUCKETS",
-    "SNAPSHOT_PERCENTILES",
     "parse_histogram_buckets",
     "classic_counts",
     "coarsen",
@@ -66,7 +65,6 @@ __all__ = [
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-SNAPSHOT_PERCENTILES: tuple[str, ...] = ("p50", "p90", "p99")
 #: Boundaries per doubling, lowest and highest boundary (seconds): 63 finite buckets.
 DEFAULT_BUCKETS_SPEC = "log2:4:0.001:60"
 MAX_BUCKETS = 512  # per key; more is a series explosion, not resolution
@@ -252,10 +250,10 @@ class PipelineCollector(Collector):
         for st in keys:
             if st.moments.count:
                 hist.add(st.key, st.alltime_view())
-            if st.recent:
-                last = st.recent[-1]
-                for name in SNAPSHOT_PERCENTILES:
-                    snap.add_metric([st.key, name], float(getattr(last, name)))
+            if st.recent:  # the configured --quantiles (p50, p90, p99 by default)
+                for name, v in st.recent[-1].metrics().items():
+                    if name != "mean":
+                        snap.add_metric([st.key, name], float(v))
         yield hist.family
         yield snap
 
