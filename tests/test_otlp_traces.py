@@ -157,3 +157,30 @@ def test_decode_batch_equals_decode_per_record_with_sources():
     assert [(x.reason, x.source) for x in batch.dead] == [("invalid_protobuf", Source("otlp_spans", 2, 11))]
     v, t = batch.arrays()
     assert v.size == 150 and t.size == 150
+
+
+def test_fast_json_path_takes_collector_records_and_defers_the_rest():
+    """The msgspec path reads the Collector's JSON; anything else goes to json_format,
+    with the same samples and dead letters as the protobuf record."""
+    from stream.otlp.spans import SpanConfig, SpanKeys
+    from stream.otlp.spans_json import fast_json_spans
+    from stream.events import Decoded, DecodeLimits
+
+    cfg = SpanConfig(None, True, DecodeLimits())
+    req = _cart_request()
+    doc = json.loads(collector_json(req))
+    assert fast_json_spans(json.dumps(doc).encode(), cfg, SpanKeys(), Decoded()) == 0
+    snake = json.loads(json.dumps(doc).replace('"startTimeUnixNano"', '"start_time_unix_nano"'))
+    enum_names = json.loads(json.dumps(doc).replace('"kind": 2', '"kind": "SPAN_KIND_SERVER"'))
+    bad = json.loads(json.dumps(doc))
+    bad["resourceSpans"][0]["scopeSpans"][0]["spans"][1]["endTimeUnixNano"] = "5"
+    want_bad = ExportTraceServiceRequest()
+    want_bad.CopyFrom(req)
+    want_bad.resource_spans[0].scope_spans[0].spans[1].end_time_unix_nano = 5
+    proto = OtlpDecoder().decode(req.SerializeToString())
+    for variant, want in ((snake, proto), (enum_names, proto), (bad, OtlpDecoder().decode(want_bad.SerializeToString()))):
+        raw = json.dumps(variant).encode()
+        assert fast_json_spans(raw, cfg, SpanKeys(), Decoded()) is None
+        got = OtlpDecoder("otlp_json").decode(raw)
+        assert _samples(got) == _samples(want)
+        assert [(d.reason, d.index, d.raw) for d in got.dead] == [(d.reason, d.index, d.raw) for d in want.dead]

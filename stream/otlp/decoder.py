@@ -24,6 +24,7 @@ from .cumulative import CumulativeDifferencer
 from .jsonfix import JsonReject, fix_ids
 from .metrics import MetricConfig, decode_metrics
 from .spans import SPAN_KINDS, SpanConfig, SpanKeys, decode_spans
+from .spans_json import fast_json_spans
 
 __all__ = ["OtlpDecoder", "OtlpStats", "OTLP_REASONS", "FORMATS", "SIGNALS"]
 
@@ -110,6 +111,8 @@ class OtlpDecoder:
         if len(raw) > self.limits.max_message_bytes:
             out.dead.append(DeadLetter("too_large", f"record is {len(raw)} bytes, the limit is {self.limits.max_message_bytes}", raw, source=source))
             return
+        if self.format == "otlp_json" and self.signal != "metrics" and self._fast_json(raw, out):
+            return
         mark = len(out.dead)
         try:
             req = self._parse(raw, source)
@@ -121,6 +124,15 @@ class OtlpDecoder:
         except Exception as e:  # a bug must not stop the worker: the record is dead-lettered
             del out.dead[mark:]
             out.dead.append(DeadLetter("otlp_decode_error", f"{type(e).__name__}: {e}", raw, source=source))
+
+    def _fast_json(self, raw: bytes, out: Decoded) -> bool:
+        n0 = len(out.keys)
+        filtered = fast_json_spans(raw, self._spans, self._keys, out)
+        if filtered is None:
+            return False
+        self.stats.spans_filtered += filtered
+        self.stats.spans += len(out.keys) - n0
+        return True
 
     def _extract(self, req: Any, out: Decoded, default_ts: float | None, source: Source | None) -> None:
         def dead(reason: str, error: str, raw: bytes, index: int | None) -> None:

@@ -19,7 +19,7 @@ from ..events import Decoded, DecodeLimits
 from ..labels import compose_key
 from .attrs import service_name
 
-__all__ = ["SPAN_KINDS", "SpanConfig", "decode_spans"]
+__all__ = ["SPAN_KINDS", "SpanConfig", "SpanKeys", "decode_spans", "scope_rows"]
 
 #: Span kind names (as ``--span-kinds`` takes them) -> OTLP enum values.
 SPAN_KINDS: dict[str, int] = {"unspecified": 0, "internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
@@ -81,6 +81,12 @@ def _scope(spans: Any, svc: str, pos: int, cfg: SpanConfig, keys: SpanKeys, out:
     if not spans:
         return 0
     rows = [(s.name, s.start_time_unix_nano, s.end_time_unix_nano, s.kind, s.status.code) for s in spans]
+    return scope_rows(rows, lambda i: spans[i].SerializeToString(), svc, pos, cfg, keys, out, dead)
+
+
+def scope_rows(rows: list[tuple[str, int, int, int, int]], raw_of: Callable[[int], bytes], svc: str, pos: int,
+               cfg: SpanConfig, keys: SpanKeys, out: Decoded, dead: DeadFn) -> int:
+    """One scope's spans as ``(name, start_ns, end_ns, kind, status_code)`` rows."""
     names, start, end, kind, status = zip(*rows)
     start_a = np.array(start, dtype=np.uint64)
     end_a = np.array(end, dtype=np.uint64)
@@ -92,7 +98,7 @@ def _scope(spans: Any, svc: str, pos: int, cfg: SpanConfig, keys: SpanKeys, out:
     bad = keep & ((end_a < start_a) | (start_a == 0) | (ts < lim.min_ts) | (ts > lim.max_ts) | (dur > lim.max_value_s))
     if bad.any():
         for i in np.flatnonzero(bad).tolist():
-            dead("bad_span", f"spans[{pos + i}] {names[i]!r}: {_why(start[i], end[i], lim)}", spans[i].SerializeToString(), pos + i)
+            dead("bad_span", f"spans[{pos + i}] {names[i]!r}: {_why(start[i], end[i], lim)}", raw_of(i), pos + i)
         keep &= ~bad
     err = np.array(status, dtype=np.int64) == _STATUS_ERROR if cfg.separate_errors else None
     _append_grouped(names, err, keep, dur, ts, svc, keys, out, dead, pos, lim.max_key_chars)
