@@ -55,15 +55,14 @@ def ranges(h: Hist, unit_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarr
         keep = h.counts > 0
         return lo[keep], hi[keep], h.counts[keep], h.zero
     b = h.bounds * unit_scale  # type: ignore[operator]
+    if b.size == 0:
+        return _one_bucket(h, unit_scale)
     n = h.counts.size
     lo = np.empty(n)
     hi = np.empty(n)
     lo[1:], hi[:-1] = b, b
-    lo[0] = min(h.min * unit_scale, b[0]) if h.min is not None and b.size else 0.0
-    top = b[-1] if b.size else (h.max or 0.0) * unit_scale
-    hi[-1] = max(h.max * unit_scale, top) if h.max is not None else top
-    if b.size == 0:
-        lo[0] = (h.min or 0.0) * unit_scale
+    lo[0] = min(h.min * unit_scale, b[0]) if h.min is not None else 0.0
+    hi[-1] = max(h.max * unit_scale, b[-1]) if h.max is not None else b[-1]
     nz = np.flatnonzero(h.counts)
     if nz.size and h.min is not None:
         lo[nz[0]] = min(max(lo[nz[0]], h.min * unit_scale), hi[nz[0]])
@@ -74,6 +73,18 @@ def ranges(h: Hist, unit_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarr
     keep = (h.counts > 0) & ~zero_mask
     lo = np.where(lo[keep] <= 0.0, hi[keep] / 1024.0, lo[keep])
     return lo, hi[keep], h.counts[keep], zeros
+
+
+def _one_bucket(h: Hist, u: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """No bounds: one bucket (-inf, +inf), spread over [min, max] when known, else all at the mean."""
+    if h.count == 0:
+        return np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), 0
+    mean = h.sum / h.count * u if math.isfinite(h.sum) else 0.0
+    lo = h.min * u if h.min is not None else mean
+    hi = h.max * u if h.max is not None else mean
+    if hi <= 0.0:
+        return np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), h.count
+    return np.array([lo if lo > 0 else hi / 1024.0]), np.array([hi]), np.array([h.count], dtype=np.int64), 0
 
 
 def _estimate_sum(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray) -> float:
