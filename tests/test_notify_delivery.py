@@ -149,7 +149,7 @@ class Harness:
 
     def __init__(self, cfg) -> None:
         self.cfg, self.writes, self.dead = cfg, [], []
-        self.store = DeliveredStore("unused", "unused", self._write)
+        self.store = DeliveredStore("unused", self._write)
 
     async def _write(self, k: bytes, v: bytes) -> None:
         self.writes.append((k, v))

@@ -214,6 +214,7 @@ def parse_config(doc: Any, where: str, env: Mapping[str, str] | None = None, bas
         top = _Table(doc, "top level")
         n = _Table(top.get("notify", Mapping, {}), "notify")
         sinks_raw = top.get("sinks", list, [])
+        top.get("shiftwatch", Mapping)  # the shared Kafka options (read by the settings table)
         top.done()
         if not sinks_raw:
             raise ConfigError("sinks: at least one [[sinks]] table is required")

@@ -15,6 +15,8 @@ import os
 import random
 import signal
 import sys
+import tomllib
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -31,7 +33,7 @@ from .secrets import Redactor
 from .sinks import make_sink
 from .store import DeliveredStore
 
-__all__ = ["run_notify", "build_notify_parser", "notify_async", "bootstrap_servers"]
+__all__ = ["Clients", "run_notify", "build_notify_parser", "notify_async", "bootstrap_servers"]
 
 log = logging.getLogger("shiftwatch.notify")
 
@@ -41,8 +43,27 @@ def bootstrap_servers(broker: str) -> str:
     return ",".join(b.strip().split("://", 1)[-1] for b in broker.split(","))
 
 
-async def ensure_topics(bootstrap: str, cfg: NotifyConfig, shift_topic: str, kw: dict[str, Any]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="shiftwatch-notify-admin", **kw)
+@dataclass(slots=True, frozen=True)
+class Clients:
+    """aiokafka kwargs (bootstrap and security) for each kind of client."""
+
+    consumer: dict[str, Any]
+    producer: dict[str, Any]
+    admin: dict[str, Any]
+
+    @classmethod
+    def plain(cls, broker: str, extra: dict[str, Any] | None = None) -> "Clients":
+        kw = {"bootstrap_servers": bootstrap_servers(broker), **(extra or {})}
+        return cls(kw, kw, kw)
+
+    @classmethod
+    def from_connection(cls, conn: Any) -> "Clients":
+        """From a ``stream.connection.KafkaConnection`` (TLS, SASL)."""
+        return cls(conn.consumer_kwargs(), conn.producer_kwargs(), conn.admin_kwargs())
+
+
+async def ensure_topics(clients: Clients, cfg: NotifyConfig, shift_topic: str) -> None:
+    admin = AIOKafkaAdminClient(**clients.admin)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -86,14 +107,11 @@ class _Assigned(ConsumerRebalanceListener):
         self.ready.set()
 
 
-async def notify_async(broker: str, shift_topic: str, cfg: NotifyConfig, stop: asyncio.Event,
-                       client_kwargs: dict[str, Any] | None = None, redact: Redactor | None = None) -> None:
+async def notify_async(clients: Clients, shift_topic: str, cfg: NotifyConfig, stop: asyncio.Event, redact: Redactor | None = None) -> None:
     """Run until ``stop`` is set."""
-    kw = dict(client_kwargs or {})
-    bootstrap = bootstrap_servers(broker)
     redact = redact or Redactor(cfg.secrets())
-    await ensure_topics(bootstrap, cfg, shift_topic, kw)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0, **kw)
+    await ensure_topics(clients, cfg, shift_topic)
+    producer = AIOKafkaProducer(**{**clients.producer, "acks": "all", "enable_idempotence": True, "linger_ms": 0})
     await producer.start()
     metrics, ready = NotifyMetrics([s.name for s in cfg.sinks]), asyncio.Event()
     runner = web.AppRunner(_web(metrics, ready), access_log=None)
@@ -102,15 +120,14 @@ async def notify_async(broker: str, shift_topic: str, cfg: NotifyConfig, stop: a
     await site.start()
     consumer = None
     try:
-        store = DeliveredStore(bootstrap, cfg.delivered_topic, lambda k, v: producer.send_and_wait(cfg.delivered_topic, v, key=k), kw)
+        store = DeliveredStore(cfg.delivered_topic, lambda k, v: producer.send_and_wait(cfg.delivered_topic, v, key=k), clients.consumer)
         await store.catch_up()
         rng = random.Random(cfg.jitter_seed)
         policy = lambda: RetryPolicy(cfg.max_attempts, cfg.backoff_initial_s, cfg.backoff_max_s, rng)  # noqa: E731
         async with aiohttp.ClientSession() as session:
             notifier = Notifier(cfg, [make_sink(s) for s in cfg.sinks], store, session,
                                 lambda v: producer.send_and_wait(cfg.dead_letter_topic, v), metrics, redact, policy)
-            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=cfg.group, enable_auto_commit=False,
-                                        auto_offset_reset=cfg.start, **kw)
+            consumer = AIOKafkaConsumer(**{**clients.consumer, "group_id": cfg.group, "enable_auto_commit": False, "auto_offset_reset": cfg.start})
             await consumer.start()
             consumer.subscribe([shift_topic], listener=_Assigned(store, ready))
             log.info("notify: group %s on %s, %d sink(s): %s", cfg.group, shift_topic, len(cfg.sinks), ", ".join(f"{s.name} ({s.type})" for s in cfg.sinks))
@@ -138,8 +155,9 @@ async def _loop(consumer: AIOKafkaConsumer, notifier: Notifier, stop: asyncio.Ev
 
 
 def run_notify(broker: str, shift_topic: str, config_path: str, web_port: int | None = None,
-               client_kwargs: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> int:
-    """Load the config and run until SIGTERM/SIGINT. 0 on a clean stop, 2 on a bad config, 1 on a broker error."""
+               client_kwargs: dict[str, Any] | None = None, env: dict[str, str] | None = None, connection: Any = None) -> int:
+    """Load the config and run until SIGTERM/SIGINT. 0 on a clean stop, 2 on a bad config, 1 on a broker error.
+    ``connection`` (a ``KafkaConnection``) wins over ``broker`` and ``client_kwargs``."""
     try:
         cfg = load_config(config_path, env)
     except ConfigError as e:
@@ -156,7 +174,8 @@ def run_notify(broker: str, shift_topic: str, config_path: str, web_port: int | 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await notify_async(broker, shift_topic, cfg, stop, client_kwargs, redact)
+        clients = Clients.from_connection(connection) if connection is not None else Clients.plain(broker, client_kwargs)
+        await notify_async(clients, shift_topic, cfg, stop, redact)
 
     try:
         asyncio.run(main())
@@ -172,29 +191,71 @@ def _with_port(cfg: NotifyConfig, port: int) -> NotifyConfig:
     return replace(cfg, web_port=port)
 
 
-def add_notify_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, metavar="FILE", help="notifier config (TOML, or YAML): sinks, filters, retries")
-    p.add_argument("--broker", default=os.environ.get("SHIFTWATCH_BROKER", "kafka://127.0.0.1:9092"), help="kafka://HOST:PORT[,...] (env SHIFTWATCH_BROKER)")
-    p.add_argument("--shift-topic", default=os.environ.get("SHIFTWATCH_SHIFT_TOPIC", "shiftwatch-shifts"), help="topic of shift events (env SHIFTWATCH_SHIFT_TOPIC)")
-    p.add_argument("--web-port", type=int, default=None, help="port of /metrics and /readyz (overrides the config's notify.web_port)")
-    p.add_argument("--log-level", default=os.environ.get("SHIFTWATCH_LOG_LEVEL", "info"), choices=("crit", "error", "warn", "info", "debug"))
+def connection_from_settings(settings: Any) -> Any:
+    """The shared ``KafkaConnection`` from the worker's settings (same broker, TLS, SASL)."""
+    from ..connection import KafkaConnection
+
+    return KafkaConnection.from_options(
+        settings.broker, security_protocol=settings.security_protocol, sasl_mechanism=settings.sasl_mechanism,
+        sasl_username=settings.sasl_username or None, sasl_password_file=settings.sasl_password_file or None,
+        ssl_cafile=settings.ssl_cafile or None, ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None,
+        compression=settings.compression, client_id="shiftwatch-notify",
+    )
+
+
+def run_notify_settings(settings: Any, config_path: str, web_port: int | None = None) -> int:
+    """``shiftwatch notify``: the worker's Kafka options from the settings table, sinks from ``config_path``."""
+    try:
+        conn = connection_from_settings(settings)
+    except ValueError as e:
+        print(f"shiftwatch notify: error: {e}", file=sys.stderr)
+        return 2
+    return run_notify(settings.broker, settings.shift_topic, config_path, web_port=web_port, connection=conn)
+
+
+def settings_file(config_path: str | None) -> str | None:
+    """The notifier's file also serves the shared options when it has a [shiftwatch] table."""
+    if not config_path:
+        return None
+    try:
+        with open(config_path, "rb") as fh:
+            return config_path if "shiftwatch" in tomllib.load(fh) else None
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+
+
+def add_notify_arguments(p: argparse.ArgumentParser, standalone: bool = True) -> None:
+    if standalone:
+        p.add_argument("--config", required=True, metavar="FILE", help="notifier config (TOML, or YAML): sinks, filters, retries")
+        p.add_argument("--broker", default=os.environ.get("SHIFTWATCH_BROKER", "kafka://127.0.0.1:9092"), help="kafka://HOST:PORT[,...] (env SHIFTWATCH_BROKER)")
+        p.add_argument("--shift-topic", default=os.environ.get("SHIFTWATCH_SHIFT_TOPIC", "shiftwatch-shifts"), help="topic of shift events (env SHIFTWATCH_SHIFT_TOPIC)")
+        p.add_argument("--log-level", default=os.environ.get("SHIFTWATCH_LOG_LEVEL", "info"), choices=("crit", "error", "warn", "info", "debug"))
+    p.add_argument("--notify-web-port", "--web-port" if standalone else "--notify-port", dest="notify_web_port", type=int, default=None,
+                   help="port of the notifier's /metrics and /readyz (overrides notify.web_port in the config)")
 
 
 def build_notify_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``notify`` to a CLI's subparsers."""
+    """Add ``notify`` to the shiftwatch CLI's subparsers; the caller adds the shared Kafka
+    options (whose --config FILE is the notifier's config)."""
     p = subparsers.add_parser("notify", help="deliver shifts, retractions and incidents to Slack, webhooks and Grafana annotations",
-                              description="Reads the shift topic in its own consumer group and delivers each event to the sinks of a config file.")
-    add_notify_arguments(p)
+                              description="Reads the shift topic in its own consumer group and delivers each event to the sinks "
+                              "of the --config file (TOML or YAML: [notify], [[sinks]]; an optional [shiftwatch] table holds the Kafka options).")
+    add_notify_arguments(p, standalone=False)
     return p
 
 
-def main_from_args(args: argparse.Namespace) -> int:
-    level = {"crit": logging.CRITICAL, "warn": logging.WARNING}.get(args.log_level, args.log_level.upper())
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    return run_notify(args.broker, args.shift_topic, args.config, web_port=args.web_port)
-
-
 def main(argv: list[str] | None = None) -> int:
+    """``python -m stream.notify``: the notifier on its own, with a plain broker string."""
+    from ..connection import KafkaConnection
+
     p = argparse.ArgumentParser(prog="shiftwatch notify")
     add_notify_arguments(p)
-    return main_from_args(p.parse_args(argv))
+    args = p.parse_args(argv)
+    level = {"crit": logging.CRITICAL, "warn": logging.WARNING}.get(args.log_level, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        conn = KafkaConnection.from_options(args.broker, compression="none", client_id="shiftwatch-notify")
+    except ValueError as e:
+        print(f"shiftwatch notify: error: {e}", file=sys.stderr)
+        return 2
+    return run_notify(args.broker, args.shift_topic, args.config, web_port=args.notify_web_port, connection=conn)

@@ -18,10 +18,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 __all__ = ["DeliveredStore", "read_topic"]
 
 
-async def read_topic(bootstrap: str, topic: str, client_kwargs: dict[str, Any], start: int = 0) -> tuple[list[tuple[bytes, bytes | None]], int]:
-    """Records of partition 0 of ``topic`` from offset ``start`` to its current end, and that end."""
+async def read_topic(topic: str, consumer_kwargs: dict[str, Any], start: int = 0) -> tuple[list[tuple[bytes, bytes | None]], int]:
+    """Records of partition 0 of ``topic`` from offset ``start`` to its current end, and that end.
+    ``consumer_kwargs`` carry ``bootstrap_servers`` and any security settings."""
     tp = TopicPartition(topic, 0)
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client_kwargs)
+    c = AIOKafkaConsumer(**{**consumer_kwargs, "enable_auto_commit": False, "group_id": None})
     await c.start()
     try:
         c.assign([tp])
@@ -40,15 +41,15 @@ async def read_topic(bootstrap: str, topic: str, client_kwargs: dict[str, Any], 
 class DeliveredStore:
     """In-memory view of the delivered topic; ``put`` writes through and waits for the ack."""
 
-    def __init__(self, bootstrap: str, topic: str, send: Callable[[bytes, bytes], Awaitable[Any]], client_kwargs: dict[str, Any] | None = None) -> None:
-        self.bootstrap, self.topic, self._send = bootstrap, topic, send
-        self.client_kwargs = client_kwargs or {}
+    def __init__(self, topic: str, send: Callable[[bytes, bytes], Awaitable[Any]], consumer_kwargs: dict[str, Any] | None = None) -> None:
+        self.topic, self._send = topic, send
+        self.consumer_kwargs = consumer_kwargs or {}
         self._state: dict[str, dict[str, Any]] = {}
         self._read_to = 0
 
     async def catch_up(self) -> int:
         """Read what other notifiers (or this one before a restart) wrote; returns records read."""
-        records, self._read_to = await read_topic(self.bootstrap, self.topic, self.client_kwargs, self._read_to)
+        records, self._read_to = await read_topic(self.topic, self.consumer_kwargs, self._read_to)
         for k, v in records:
             self.apply(k, v)
         return len(records)
