@@ -20,6 +20,7 @@ COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "loadgen": ("kafka", "common"),
     "shifts": ("kafka", "common"),
     "plot": ("decode", "pipeline", "common"),
+    "notify": ("kafka", "common"),
 }
 
 SUBCOMMAND_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -109,12 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("path", help="replay output (JSON lines), or a file of events (it is replayed first)")
     pl.add_argument("--out", required=True, help="directory for the PNG files")
     _add_options(pl, SUBCOMMAND_OPTIONS["plot"])
+
+    from .notify.runner import build_notify_parser
+
+    _add_options(build_notify_parser(sub), SUBCOMMAND_OPTIONS["notify"])
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     flags = {o.name: getattr(args, o.name, None) for o in OPTIONS}
-    return resolve(flags, config_file=getattr(args, "config", None), base=BASES.get(args.command))
+    config = getattr(args, "config", None)
+    if args.command == "notify":  # the notifier's own file; shared options only from its [shiftwatch] table
+        from .notify.runner import settings_file
+
+        config = settings_file(config)
+    return resolve(flags, config_file=config, base=BASES.get(args.command))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,6 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .report import run_plot
 
         return run_plot(args.path, args.out, settings)
+    if args.command == "notify":
+        from .notify.runner import run_notify_settings
+
+        if not args.config:
+            parser.error("notify needs --config FILE (the sinks)")
+        return run_notify_settings(settings, args.config, args.notify_web_port)
     parser.error(f"unknown command {args.command}")  # pragma: no cover
     return 2
 

@@ -124,3 +124,12 @@ def test_the_command_exits_2_with_one_line_and_no_traceback(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "environment variable NOT_SET_ANYWHERE is not set" in lines[0]
     assert "Traceback" not in p.stderr
+
+
+def test_shiftwatch_notify_subcommand_reports_bad_configs_in_one_line(tmp_path):
+    bad = write(tmp_path, '[shiftwatch]\nbroker = "kafka://127.0.0.1:1"\n[[sinks]]\nname="s"\ntype="slack"\nurl="https://x/y"\n')
+    p = subprocess.run([sys.executable, "-m", "stream.cli", "notify", "--config", str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [f"shiftwatch notify: error: {bad}: sinks[0] (s): url is a secret for slack sinks; give url_env or url_file"]
+    p = subprocess.run([sys.executable, "-m", "stream.cli", "notify", "--config", str(bad), "--broker", "http://x"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "broker" in p.stderr

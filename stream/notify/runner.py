@@ -195,8 +195,9 @@ def connection_from_settings(settings: Any) -> Any:
     """The shared ``KafkaConnection`` from the worker's settings (same broker, TLS, SASL)."""
     from ..connection import KafkaConnection
 
+    sasl = str(settings.security_protocol).upper().startswith("SASL_")
     return KafkaConnection.from_options(
-        settings.broker, security_protocol=settings.security_protocol, sasl_mechanism=settings.sasl_mechanism,
+        settings.broker, security_protocol=settings.security_protocol, sasl_mechanism=settings.sasl_mechanism if sasl else None,
         sasl_username=settings.sasl_username or None, sasl_password_file=settings.sasl_password_file or None,
         ssl_cafile=settings.ssl_cafile or None, ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None,
         compression=settings.compression, client_id="shiftwatch-notify",
