@@ -449,3 +449,118 @@ def test_mapped_fast_path_never_changes_a_result(doc, default_ts, ts_unit):
     assert set(out.labels) == set(out.keys)
     for k, lab in out.labels.items():
         assert compose_key([lab["service.name"], lab["http.route"]]) == k
+
+
+# -- JSON-level grammar fuzzing -----------------------------------------------------------
+# Messages are written as JSON *text*, so they hold what json.dumps never writes: escapes
+# (lone surrogates included), literals NaN/Infinity, numbers at the edges of float64,
+# duplicate keys, deep nesting, a byte-order mark, odd whitespace.
+
+_escape = st.sampled_from(
+    ['\\"', "\\\\", "\\/", "\\b", "\\f", "\\n", "\\r", "\\t", "\\u0000", "\\u00e9", "\\u2028", "\\ud800", "\\udbff", "\\udc00",
+     "\\udfff", "\\ud83d\\ude00", "\\udbff\\udfff", "\\ud800\\u0041"]
+)
+_bad_escape = st.sampled_from(["\\x41", "\\u12", "\\U0001", "\\ud8", "\t"])  # invalid JSON (a raw tab too)
+_plain = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters='"\\'), max_size=4)
+_jstring = st.one_of(
+    *[st.lists(st.one_of(_plain, _plain, _escape), max_size=3)] * 8, st.lists(st.one_of(_plain, _bad_escape), min_size=1, max_size=2)
+).map(lambda parts: '"' + "".join(parts) + '"')
+_valid_number = st.one_of(
+    st.sampled_from(
+        ["0", "-0", "-0.0", "1", "12.5", "1e308", "-1e308", "1.7976931348623157e308", "1.7976931348623159e308", "1e309", "1e-400",
+         "4.9e-324", "2.2250738585072014e-308", "1" + "0" * 30, "9" * 400, "-" + "9" * 40, "1763800000", "1763800000.25",
+         "1763800000250", "1763800000250000", "1763800000250000000", "17638000002500000000000", "NaN", "Infinity", "-Infinity", "1E+2", "1e-2"]
+    ),
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+)
+_jnumber = st.one_of(*[_valid_number] * 8, st.sampled_from(["-NaN", "01", "1.", ".5", "1e", "+1", "0x10", "--1"]))
+_jscalar = st.one_of(_jnumber, _jstring, st.sampled_from(["true", "false", "null", '"2025-11-22T08:26:40Z"', '"2025-11-22T08:26:40"']))
+_ws = st.sampled_from(["", " ", "\n", "\t", "\r\n  "])
+
+
+def _jobject(members):
+    return members.map(lambda kv: "{" + ",".join(f"{k}:{v}" for k, v in kv) + "}")
+
+
+_field = st.one_of(st.sampled_from(['"key"', '"value"', '"ts"', '"values"', '"x"', '"k\\u0065y"']), _jstring)
+_jvalue = st.recursive(
+    _jscalar,
+    lambda c: st.lists(c, max_size=4).map(lambda xs: "[" + ",".join(xs) + "]") | _jobject(st.lists(st.tuples(_field, c), max_size=4)),
+    max_leaves=12,
+)
+_good_key = st.one_of(st.sampled_from(['"a"', '"b"', '"\\u00e9t\\u00e9"', '"\\ud83d\\ude00"', '"\\ud800"']), _jstring)
+_good_value = st.sampled_from(["12.5", "0", "3", "-0", "1e-400", "4.9e-324", "1E+2"])
+_good_ts = st.sampled_from(["1763800000", "1763800000.5", '"2025-11-22T08:26:40Z"', "1763800000250", "1763800000250000000"])
+
+
+def _assemble(parts):
+    key, value, ts, extra, drop, dup = parts
+    members = [m for i, m in enumerate([key, value, ts]) if i not in drop] + extra
+    if dup and members:
+        members.insert(0, (members[-1][0], "null"))  # a duplicate key: the last one wins
+    return "{" + ",".join(f"{k}:{v}" for k, v in members) + "}"
+
+
+_jevent = st.tuples(
+    st.tuples(st.just('"key"'), st.one_of(_good_key, _good_key, _jscalar)),
+    st.tuples(st.just('"value"'), st.one_of(_good_value, _good_value, _jnumber, _jscalar)),
+    st.tuples(st.just('"ts"'), st.one_of(_good_ts, _good_ts, _jnumber, _jscalar)),
+    st.lists(st.one_of(st.tuples(_field, _jvalue), st.tuples(st.just('"values"'), st.lists(_jnumber, max_size=3).map(lambda xs: "[" + ",".join(xs) + "]"))), max_size=2),
+    st.sets(st.integers(0, 5), max_size=1),
+    st.booleans(),
+).map(_assemble)
+_ok_string = st.lists(st.one_of(_plain, _escape), max_size=3).map(lambda parts: '"' + "".join(parts) + '"')
+_ok_value = st.recursive(
+    st.one_of(_valid_number, _ok_string, st.sampled_from(["true", "false", "null"])),
+    lambda c: st.lists(c, max_size=3).map(lambda xs: "[" + ",".join(xs) + "]") | _jobject(st.lists(st.tuples(_ok_string, c), max_size=3)),
+    max_leaves=8,
+)
+_ok_event = st.tuples(
+    st.tuples(st.just('"key"'), _good_key),
+    st.tuples(st.just('"value"'), st.one_of(_good_value, _valid_number)),
+    st.tuples(st.just('"ts"'), st.one_of(_good_ts, _valid_number)),
+    st.lists(st.tuples(st.sampled_from(['"x"', '"y"', '"\\u0078"']), _ok_value), max_size=2),
+    st.sets(st.integers(0, 8), max_size=1),
+    st.booleans(),
+).map(_assemble)
+_deep = st.integers(1, 3000).flatmap(
+    lambda d: st.sampled_from(["[" * d + "]" * d, '{"a":' * d + "1" + "}" * d, '{"key":"a","value":1,"ts":1763800000,"x":' + "[" * d + "]" * d + "}"])
+)
+_jmessage = st.tuples(
+    st.sampled_from([""] * 9 + ["\ufeff"]),
+    _ws,
+    st.one_of(
+        _ok_event, st.lists(_ok_event, min_size=1, max_size=6).map(lambda xs: "[" + ",".join(xs) + "]"),
+        _jevent, st.lists(_jevent, max_size=6).map(lambda xs: "[" + ",".join(xs) + "]"), _jvalue, _deep,
+    ),
+    _ws,
+).map(lambda parts: "".join(parts).encode("utf-8"))
+
+_DECODERS = [Decoder(), Decoder(ts_unit="ms"), Decoder(unit="s", ts_unit="ns"), Decoder(key_fields="key"), Decoder(key_fields=("key", "x"), ts_unit="ns")]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_jmessage, st.sampled_from(range(len(_DECODERS))), st.sampled_from([None, 1763800000.5]))
+def test_json_grammar_messages_end_as_events_or_dead_letters(raw, which, default_ts):
+    d = _DECODERS[which]
+    out = _both_paths(d, raw, default_ts)  # fast path == exact path == batch
+    for k in out.keys:
+        k.encode("utf-8")  # never a lone surrogate: it would crash a checkpoint or replay
+    for lab in out.labels.values():
+        for v in lab.values():
+            v.encode("utf-8")
+    for v, t in zip(out.values, out.ts):
+        assert math.isfinite(v) and v >= 0 and math.isfinite(t)
+    assert all(x.reason in REASONS and x.error for x in out.dead)
+    for x in out.dead:
+        json.dumps(x.to_json(), ensure_ascii=False).encode("utf-8")
+    try:
+        doc = json.loads(raw.decode("utf-8"))  # a BOM is invalid_json, as in the decoder
+    except (ValueError, RecursionError):
+        assert len(out.dead) == 1 and out.keys == []
+        return
+    if isinstance(doc, list) and not any(isinstance(x, dict) and "values" in x for x in doc):
+        assert len(out.keys) + len(out.dead) == len(doc) or [x.reason for x in out.dead] == ["too_deep"]
+    elif not (isinstance(doc, dict) and doc.get("values") == []):
+        assert len(out.keys) + len(out.dead) >= 1
