@@ -11,6 +11,7 @@ each); version 1 records (72-byte float64 snapshots) are still read.
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 import zlib
@@ -27,8 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CheckpointError", "encode_key_state", "decode_key_state", "MAGIC", "VERSION"]
 
 MAGIC = b"SWK"
-VERSION = 2
-_READABLE = (1, 2)
+VERSION = 3
+_READABLE = (1, 2, 3)
 _HEAD = struct.Struct("<3sBI")  # magic, version, crc32 of the body
 _F64 = struct.Struct("<d")
 _SNAP = struct.Struct("<ddq6d")  # version 1: start, end, count, mean, p50, p90, p99, min, max
@@ -107,13 +108,35 @@ def encode_key_state(st: "KeyState", offset: int) -> bytes:
         parts += [_svarint(w), _uvarint(len(blob)), blob]
     blob = st.recent.to_bytes()
     parts += [_uvarint(len(blob)), blob]
+    # version 3: labels, example values, the low-traffic pool
+    labels = json.dumps(st.labels, ensure_ascii=False).encode("utf-8", "surrogatepass") if st.labels else b""
+    pool = st.pool.to_bytes() if st.pool is not None else b""
+    for blob in (labels, st.examples_bytes(), pool):
+        parts += [_uvarint(len(blob)), blob]
+    if pool:
+        parts += [_F64.pack(st.pool_start), _uvarint(st.pool_windows)]
     body = b"".join(parts)
     return _HEAD.pack(MAGIC, VERSION, zlib.crc32(body)) + body
 
 
+def _read_v3(r: "_Reader", st: "KeyState", config: "PipelineConfig") -> None:
+    labels = r.blob()
+    if labels:
+        pairs = json.loads(labels.decode("utf-8"))
+        if not (isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in pairs)):
+            raise ValueError("labels are not (name, value) pairs")
+        st.labels = tuple((a, b) for a, b in pairs)
+    st.restore_examples(r.blob())
+    pool = r.blob()
+    if pool:
+        st.pool = Window.from_bytes(pool, config.sketch_bytes)
+        st.pool_start = r.f64()
+        st.pool_windows = r.uvarint()
+
+
 def decode_key_state(key: str, data: bytes, config: "PipelineConfig") -> tuple["KeyState", int]:
     """Rebuild a key's state; returns (state, offset). Raises :class:`CheckpointError`."""
-    from .pipeline import KeyState  # local: pipeline imports this module's users
+    from .keystate import KeyState  # local: keystate imports this module's users
 
     if not isinstance(data, (bytes, bytearray)) or len(data) < _HEAD.size:
         raise CheckpointError(f"checkpoint of {key!r} is too short ({len(data) if data else 0} bytes)")
@@ -149,7 +172,9 @@ def decode_key_state(key: str, data: bytes, config: "PipelineConfig") -> tuple["
                 raise CheckpointError(f"checkpoint of {key!r} claims {n_recent} snapshots")
             for _ in range(n_recent):
                 start, end, count, mean, p50, p90, p99, lo, hi = _SNAP.unpack(r.take(_SNAP.size))
-                st.recent.append(Snapshot(key, start, end, count, mean, p50, p90, p99, lo, hi))
+                st.recent.append(Snapshot(key, start, end, count, mean, (p50, p90, p99), lo, hi))
+        if version >= 3:
+            _read_v3(r, st, config)
     except CheckpointError:
         raise
     except (ValueError, struct.error, OverflowError, MemoryError) as e:

@@ -70,13 +70,14 @@ async def _demo(settings: Settings, duration: float, shift_at: float, shift_fact
 
 
 def _print_table(pipeline, elapsed: float) -> None:  # type: ignore[no-untyped-def]
-    lines = [f"t={elapsed:5.1f}s   key          events   p50 ms   p90 ms   p99 ms  (last snapshot)"]
+    names = pipeline.config.names
+    lines = [f"t={elapsed:5.1f}s   key          events " + "".join(f"{n + ' ms':>9}" for n in names) + "  (last snapshot)"]
     for key in sorted(pipeline.states):
         st = pipeline.states[key]
         if not st.recent:
             continue
         s = st.recent[-1]
-        lines.append(f"            {key:<12}{st.moments.count:>8} {_ms(s.p50)} {_ms(s.p90)} {_ms(s.p99)}")
+        lines.append(f"            {key:<12}{st.moments.count:>8} " + " ".join(_ms(v) for v in s.q))
     print("\n".join(lines), flush=True)
 
 

@@ -22,22 +22,22 @@ from __future__ import annotations
 
 import logging
 import math
-from array import array
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
 
 from detectors import SnapshotShiftDetector
-from sketches import LogBuckets, Moments
+from sketches import Moments
 
-from .events import DeadLetter, Decoded, Decoder, Source
+from .events import DeadLetter, Decoded, Decoder, HistPoint, Source
+from .keystate import KeyBudget, KeyState
+from .output import Output, Stats
 from .records import MetricMove, ShiftEvent, Snapshot, event_id
-from .history import SnapshotHistory
 from .window import Window
 
-__all__ = ["PipelineConfig", "Pipeline", "Output", "Stats", "KeyState", "KeyBudget"]
+__all__ = ["PipelineConfig", "Pipeline", "Output", "Stats", "KeyState", "KeyBudget", "quantile_names"]
 
 log = logging.getLogger("shiftwatch.pipeline")
 
@@ -79,6 +79,13 @@ class PipelineConfig:
     estimator: str = "logbuckets"
     detector_factory: DetectorFactory | None = None
     detector_name: str = "edivisive"
+    #: A key's closed windows are pooled for the detector until they hold this many
+    #: samples (low-traffic keys); busy keys' windows pass one by one. 0: no pooling.
+    pool_min_samples: int = 30
+    #: A pool older than this (event seconds) is given up: it would mix regimes.
+    pool_max_span_s: float = 3600.0
+    #: Real values kept per closed window for the examples of a shift event.
+    examples_per_window: int = 1
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -104,161 +111,13 @@ class PipelineConfig:
             raise ValueError("max_keys must be >= 1")
 
 
-@dataclass(slots=True)
-class Stats:
-    """Counters; they reconcile: received == accepted + rejected."""
-
-    messages: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    late: int = 0
-    snapshots: int = 0
-    shifts: int = 0
-    retractions: int = 0
-    evicted: int = 0
-    replayed: int = 0
-    checkpoint_errors: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    shifts_by_key_direction: dict[tuple[str, str], int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class KeyBudget:
-    """How many live keys a worker may hold, shared by its partition pipelines."""
-
-    limit: int
-    used: int = 0
-
-    def full(self) -> bool:
-        return self.used >= self.limit
-
-
-@dataclass(slots=True)
-class Output:
-    snapshots: list[Snapshot] = field(default_factory=list)
-    shifts: list[ShiftEvent] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-
-    def extend(self, other: "Output") -> None:
-        self.snapshots.extend(other.snapshots)
-        self.shifts.extend(other.shifts)
-        self.dead.extend(other.dead)
-
-
-class KeyState:
-    """Everything shiftwatch keeps for one key, in bounded memory."""
-
-    __slots__ = ("key", "_alltime", "_cold", "_pending", "moments", "windows", "detector", "recent", "horizon", "_shifts")
-    #: Values a cold key takes before its sketch is thawed (0.5 KiB at most): a quiet key
-    #: is never thawed between checkpoints, a busy one soon joins the hot keys.
-    PENDING = 64
-    _SMALL_DICT = {0: 0}.__sizeof__()  # a dict's size with room for 5 entries
-
-    def __init__(self, key: str, config: PipelineConfig) -> None:
-        self.key = key
-        self._alltime: LogBuckets | None = LogBuckets(max_bytes=config.sketch_bytes)
-        #: The all-time sketch in serialized form while the key is cold (see Pipeline.hot_keys).
-        self._cold: bytes | None = None
-        #: Values not yet in the cold sketch (None while the key is hot or has none).
-        self._pending: array | None = None
-        self.moments = Moments()
-        self.windows: dict[int, Window] = {}
-        self.detector = config.new_detector()
-        self.recent = SnapshotHistory(key, config.recent_snapshots, config.snapshot_interval_s)
-        #: Windows ending at or before this event time are closed for this key.
-        self.horizon = -math.inf
-        self._shifts: list[ShiftEvent] | None = None  # most keys never shift
-
-    @property
-    def shifts(self) -> list[ShiftEvent] | tuple[()]:
-        """The key's newest shift events (at most 16), oldest first."""
-        return self._shifts or ()
-
-    def add_shift(self, ev: ShiftEvent) -> None:
-        if self._shifts is None:
-            self._shifts = []
-        self._shifts.append(ev)
-        if len(self._shifts) > 16:
-            del self._shifts[0]
-
-    def compact_windows(self) -> None:
-        """Drop the slack a burst of open windows left in ``windows`` (dicts never shrink)."""
-        w = self.windows
-        if len(w) <= 5 and w.__sizeof__() > self._SMALL_DICT:
-            self.windows = dict(w.items())
-
-    @property
-    def hot(self) -> bool:
-        return self._alltime is not None
-
-    def add(self, x: float) -> None:
-        """One value into the all-time sketch (a cold key's waits beside it)."""
-        if self._alltime is not None:
-            self._alltime.update(x)
-        else:
-            self._waiting().append(x)
-            self._thaw_if_busy()
-
-    def add_many(self, v: np.ndarray) -> None:
-        """Many values into the all-time sketch (a cold key's wait beside it)."""
-        if self._alltime is not None:
-            self._alltime.update_many(v)
-        else:
-            self._waiting().frombytes(np.ascontiguousarray(v, dtype=np.float64).tobytes())
-            self._thaw_if_busy()
-
-    def _waiting(self) -> array:
-        if self._pending is None:
-            self._pending = array("d")
-        return self._pending
-
-    def _thaw_if_busy(self) -> None:
-        if len(self._pending) >= self.PENDING:  # type: ignore[arg-type]
-            self._thaw()
-
-    def _merged_cold(self) -> LogBuckets:
-        sketch = LogBuckets.from_bytes(self._cold)  # type: ignore[arg-type]
-        if self._pending:
-            sketch.update_many(np.frombuffer(self._pending, dtype=np.float64))
-        return sketch
-
-    def _thaw(self) -> None:
-        self._alltime = self._merged_cold()
-        self._cold = self._pending = None
-
-    @property
-    def alltime(self) -> LogBuckets:
-        """The all-time sketch, thawed (and kept thawed) if the key was cold."""
-        if self._alltime is None:
-            self._thaw()
-        return self._alltime  # type: ignore[return-value]
-
-    @alltime.setter
-    def alltime(self, sketch: LogBuckets) -> None:
-        self._alltime, self._cold, self._pending = sketch, None, None
-
-    def alltime_bytes(self) -> bytes:
-        """The serialized sketch; a cold key's pending values are folded in (it stays cold)."""
-        if self._alltime is not None:
-            return self._alltime.to_bytes()
-        if self._pending:
-            self._cold = self._merged_cold().to_bytes()
-            self._pending = None
-        return self._cold  # type: ignore[return-value]
-
-    def alltime_view(self) -> LogBuckets:
-        """The sketch for reading (metrics, page) without thawing a cold key for good."""
-        return self._alltime if self._alltime is not None else self._merged_cold()
-
-    def freeze(self) -> None:
-        """Keep only the serialized sketch (~1 KiB instead of tens of KiB of buckets)."""
-        if self._alltime is not None:
-            self._cold = self._alltime.to_bytes()
-            self._alltime = None
-
-
 class Pipeline:
-    """Configure once; feed messages or decoded events; collect outputs."""
+    """Configure once; feed messages or decoded events; collect outputs.
+
+    One ingest path: decoded batch (:mod:`stream.events`) → per-key state
+    (:mod:`stream.keystate`) → event-time window (:mod:`stream.window`) → snapshot →
+    pooled detector point → detector (:mod:`detectors`) → outputs (:mod:`stream.output`).
+    """
 
     def __init__(
         self,
@@ -283,6 +142,10 @@ class Pipeline:
         self.max_ts = -math.inf
         #: Recent shift events of all keys (newest last), for the live page.
         self.recent_shifts: list[ShiftEvent] = []
+        self._interval = self.config.snapshot_interval_s
+        self._lateness = self.config.lateness
+        #: Labels of the keys in the batch being processed (set by :meth:`process`).
+        self._pending_labels: dict[str, dict[str, str]] = {}
 
     # -- read view (metrics, live page) ----------------------------------
     def key_count(self) -> int:
@@ -304,13 +167,11 @@ class Pipeline:
         return self.process(self.decoder.decode(raw, source, default_ts))
 
     def feed_many(self, raws: Iterable[bytes]) -> Output:
-        out = Output()
         decoded = Decoded()
         for raw in raws:
             self.stats.messages += 1
             decoded.extend(self.decoder.decode(raw))
-        out.extend(self.process(decoded))
-        return out
+        return self.process(decoded)
 
     def process(self, decoded: Decoded) -> Output:
         """Apply decoded events in order.
@@ -318,17 +179,21 @@ class Pipeline:
         Small inputs go event by event; larger ones are grouped by key and applied
         with vectorised sketch updates. Both give the same state and the same
         snapshots and shifts per key (lateness is decided per event from the key's
-        earlier events); across keys, a large input's outputs are ordered by key
-        (first appearance) rather than interleaved in time.
+        earlier events, by one rule: :meth:`_late`); across keys, a large input's
+        outputs are ordered by key (first appearance) rather than interleaved in time.
         """
         out = Output()
         for d in decoded.dead:
             self._reject(d)
         out.dead.extend(decoded.dead)
+        self._pending_labels = decoded.labels
         if len(decoded.keys) >= self.VECTOR_MIN:
             self._process_grouped(decoded, out)
         else:
             self._process_each(decoded, out)
+        for h in decoded.hists:
+            self._apply_hist(h, out)
+        self._pending_labels = {}
         if len(self._hot) > self.config.hot_keys:
             self._cool()
         return out
@@ -342,6 +207,9 @@ class Pipeline:
         st = self.states.get(key)
         if st is None:
             st = self._new_key(key)
+            labels = self._pending_labels.get(key)
+            if labels:
+                st.labels = tuple(labels.items())
         else:
             self.states.move_to_end(key)
         return st
@@ -363,6 +231,30 @@ class Pipeline:
             if st is not None:
                 st.freeze()
 
+    # -- lateness: one rule for every path --------------------------------
+    def _late(self, w: int, watermark: float) -> bool:
+        """An event of window ``w`` is late once the key's watermark passed the window's end."""
+        return (w + 1) * self._interval <= watermark
+
+    def _late_many(self, st: KeyState, t: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """:meth:`_late` for consecutive events of one key: the watermark in force before
+        each is the key's horizon, raised by the events before it."""
+        before = np.empty_like(t)
+        before[0] = st.horizon
+        if len(t) > 1:
+            np.maximum(np.maximum.accumulate(t[:-1]) - self._lateness, st.horizon, out=before[1:])
+        return (w + 1) * self._interval <= before
+
+    def _advance_key(self, st: KeyState, ts: float, out: Output) -> None:
+        """Raise the key's watermark to ``ts`` minus the lateness; close what it passes."""
+        if ts - self._lateness > st.horizon:
+            st.horizon = ts - self._lateness
+            if st.windows:
+                self._close_key(st, st.horizon, out)
+        if ts > self.max_ts:
+            self.max_ts = ts
+
+    # -- applying events --------------------------------------------------
     def _process_each(self, decoded: Decoded, out: Output) -> None:
         dirty = self.dirty
         for key, value, ts in zip(decoded.keys, decoded.values, decoded.ts):
@@ -377,9 +269,8 @@ class Pipeline:
             self._warm(st.key)
         st.moments.update(value)
         self.stats.accepted += 1
-        interval = self.config.snapshot_interval_s
-        w = math.floor(ts / interval)
-        if (w + 1) * interval <= st.horizon:
+        w = math.floor(ts / self._interval)
+        if self._late(w, st.horizon):
             self.stats.late += 1
         else:
             self._window(st, w).update(value)
@@ -388,23 +279,12 @@ class Pipeline:
     def _window(self, st: KeyState, w: int) -> Window:
         win = st.windows.get(w)
         if win is None:
-            win = st.windows[w] = Window(self.config.sketch_bytes)
+            c = self.config
+            win = st.windows[w] = Window(c.sketch_bytes, c.estimator, c.quantiles)
         return win
 
-    def _advance_key(self, st: KeyState, ts: float, out: Output) -> None:
-        """Raise the key's watermark to ``ts`` minus the lateness; close what it passes."""
-        if ts - self.config.lateness > st.horizon:
-            st.horizon = ts - self.config.lateness
-            if st.windows:
-                self._close_key(st, st.horizon, out)
-        if ts > self.max_ts:
-            self.max_ts = ts
-
-    def _process_grouped(self, decoded: Decoded, out: Output) -> None:
-        interval = self.config.snapshot_interval_s
-        lateness = self.config.lateness
-        values, stamps = decoded.arrays()
-        # Group by key through the runs of consecutive events (one per message, mostly).
+    def _groups(self, decoded: Decoded) -> dict[str, list[tuple[int, int]]]:
+        """Each key's (start, end) spans in the batch, through the runs of consecutive events."""
         groups: dict[str, list[tuple[int, int]]] = {}
         pos = 0
         for key, n in decoded.key_runs():
@@ -414,60 +294,70 @@ class Pipeline:
             else:
                 g.append((pos, pos + n))
             pos += n
+        return groups
+
+    def _process_grouped(self, decoded: Decoded, out: Output) -> None:
+        values, stamps = decoded.arrays()
         small = self.SMALL_GROUP
         vlist, tlist = decoded.values, decoded.ts
-        for key, spans in groups.items():
+        for key, spans in self._groups(decoded).items():
             st = self._state(key)
             self.dirty.add(key)
-            if len(spans) == 1:
-                a, b = spans[0]
-                if b - a < small:  # numpy's per-call cost outweighs a few scalar updates
+            if sum(b - a for a, b in spans) < small:  # numpy's per-call cost outweighs a few scalar updates
+                for a, b in spans:
                     for i in range(a, b):
                         self._apply_one(st, vlist[i], tlist[i], out)
-                    continue
-                v, t = values[a:b], stamps[a:b]
+                continue
+            if len(spans) == 1:
+                v, t = values[spans[0][0] : spans[0][1]], stamps[spans[0][0] : spans[0][1]]
             else:
-                if sum(b - a for a, b in spans) < small:
-                    for a, b in spans:
-                        for i in range(a, b):
-                            self._apply_one(st, vlist[i], tlist[i], out)
-                    continue
                 idx = np.concatenate([np.arange(a, b) for a, b in spans])
                 v, t = values[idx], stamps[idx]
-            st.add_many(v)
-            if st.hot:
-                self._warm(key)
-            st.moments.update_many(v)
-            self.stats.accepted += len(v)
-            # The watermark in force before each event: the key's horizon, raised by
-            # the events before it in this batch.
-            before = np.empty_like(t)
-            before[0] = st.horizon
-            if len(t) > 1:
-                np.maximum(np.maximum.accumulate(t[:-1]) - lateness, st.horizon, out=before[1:])
-            w = np.floor(t / interval)
-            late = (w + 1) * interval <= before
-            n_late = int(late.sum())
-            self.stats.late += n_late
-            keep = ~late if n_late else slice(None)
-            wk, vk = w[keep], v[keep]
-            if len(wk):
-                # Events of one window between two closings are applied together.
-                for wv in np.unique(wk):
-                    sel = wk == wv
-                    win = self._window(st, int(wv))
-                    win.update_many(vk[sel])
-            self._advance_key(st, float(t.max()), out)
+            self._apply_many(st, v, t, out)
+
+    def _apply_many(self, st: KeyState, v: np.ndarray, t: np.ndarray, out: Output) -> None:
+        """Consecutive events of one key, vectorised."""
+        st.add_many(v)
+        if st.hot:
+            self._warm(st.key)
+        st.moments.update_many(v)
+        self.stats.accepted += len(v)
+        w = np.floor(t / self._interval)
+        late = self._late_many(st, t, w)
+        n_late = int(late.sum())
+        self.stats.late += n_late
+        keep = ~late if n_late else slice(None)
+        wk, vk = w[keep], v[keep]
+        if len(wk):
+            # Events of one window between two closings are applied together.
+            for wv in np.unique(wk):
+                self._window(st, int(wv)).update_many(vk[wk == wv])
+        self._advance_key(st, float(t.max()), out)
+
+    def _apply_hist(self, h: HistPoint, out: Output) -> None:
+        """A pre-aggregated distribution (OTLP histogram delta) as ``h.count`` events at ``h.ts``."""
+        st = self._state(h.key)
+        self.dirty.add(h.key)
+        st.alltime.merge(h.sketch)
+        m = Moments.from_summary(h.count, h.total, h.min, h.max)
+        st.moments.merge(m)
+        self.stats.accepted += h.count
+        w = math.floor(h.ts / self._interval)
+        if self._late(w, st.horizon):
+            self.stats.late += h.count
+        else:
+            self._window(st, w).merge_sketch(h.sketch, m)
+        self._advance_key(st, h.ts, out)
 
     def advance_to(self, t: float) -> Output:
         """Move every key's watermark to event time ``t`` (the input is idle)."""
-        return self._close_all(t - self.config.lateness, move_horizon=True)
+        return self._close_all(t - self._lateness, move_horizon=True)
 
     def flush(self) -> Output:
         """Close every open window (end of a finite input)."""
         return self._close_all(math.inf, move_horizon=False)
 
-    # -- internals -------------------------------------------------------
+    # -- keys --------------------------------------------------------------
     def _reject(self, d: DeadLetter) -> None:
         self.stats.rejected += 1
         by = self.stats.rejected_by_reason
@@ -504,82 +394,100 @@ class Pipeline:
         self.states.clear()
         self._hot.clear()
 
+    # -- closing windows ---------------------------------------------------
     def _close_key(self, st: KeyState, horizon: float, out: Output) -> None:
-        interval = self.config.snapshot_interval_s
-        for w in sorted(w for w in st.windows if (w + 1) * interval <= horizon):
-            snap = self._snapshot(st.key, w, st.windows.pop(w))
-            out.snapshots.append(snap)
-            out.shifts.extend(self._detect(st, snap))
+        for w in sorted(w for w in st.windows if (w + 1) * self._interval <= horizon):
+            self._close_window(st, w, out)
 
     def _close_all(self, horizon: float, move_horizon: bool) -> Output:
         """Close windows ending by ``horizon`` on every key, oldest window first."""
         out = Output()
-        interval = self.config.snapshot_interval_s
-        due = sorted((w, key) for key, st in self.states.items() for w in st.windows if (w + 1) * interval <= horizon)
+        due = sorted((w, key) for key, st in self.states.items() for w in st.windows if (w + 1) * self._interval <= horizon)
         for w, key in due:
-            st = self.states[key]
-            snap = self._snapshot(key, w, st.windows.pop(w))
-            out.snapshots.append(snap)
-            out.shifts.extend(self._detect(st, snap))
+            self.dirty.add(key)
+            self._close_window(self.states[key], w, out)
         if move_horizon:
             for st in self.states.values():
                 if horizon > st.horizon:
                     st.horizon = horizon
         return out
 
-    def _snapshot(self, key: str, w: int, win: Window) -> Snapshot:
-        interval = self.config.snapshot_interval_s
-        p50, p90, p99 = (float(x) for x in win.quantiles([0.5, 0.9, 0.99]))
-        m = win.moments
-        snap = Snapshot(
-            key=key,
-            start=w * interval,
-            end=(w + 1) * interval,
-            count=int(m.count),
-            mean=float(m.mean),
-            p50=p50,
-            p90=p90,
-            p99=p99,
-            min=float(m.min),
-            max=float(m.max),
-        )
+    def _close_window(self, st: KeyState, w: int, out: Output) -> None:
+        win = st.windows.pop(w)
+        snap = self._snapshot(st, w * self._interval, (w + 1) * self._interval, win)
         self.stats.snapshots += 1
-        return snap
-
-    def _detect(self, st: KeyState, snap: Snapshot) -> list[ShiftEvent]:
         st.compact_windows()
         st.recent.append(snap)
-        decisions = st.detector.update(snap.start, {"p50": snap.p50, "p90": snap.p90, "p99": snap.p99}, snap.count)
-        events: list[ShiftEvent] = []
-        for d in decisions:
-            ev = ShiftEvent(
-                kind=d.kind,
-                id=event_id(st.key, float(d.at)),
-                key=st.key,
-                at=float(d.at),
-                detected_at=snap.end,
-                direction=d.direction,
-                pvalue=float(d.pvalue),
-                metrics=tuple(
-                    MetricMove(c.metric, float(c.before), float(c.after), float(c.relative_change), float(c.pvalue))
-                    for c in d.changes
-                ),
-                snapshots_before=int(d.snapshots_before),
-                snapshots_after=int(d.snapshots_after),
-                samples_before=int(d.samples_before),
-                samples_after=int(d.samples_after),
-                snapshot_interval_s=self.config.snapshot_interval_s,
-                detector=self.config.detector_name,
-            )
-            events.append(ev)
-            if d.kind == "shift":
-                self.stats.shifts += 1
-                k = (st.key, d.direction)
-                self.stats.shifts_by_key_direction[k] = self.stats.shifts_by_key_direction.get(k, 0) + 1
-            else:
-                self.stats.retractions += 1
+        out.snapshots.append(snap)
+        st.keep_examples(w, win.examples(self.config.examples_per_window, w))
+        point = self._pool(st, w, win)
+        if point is not None:
+            out.shifts.extend(self._detect(st, *point))
+
+    def _snapshot(self, st: KeyState, start: float, end: float, win: Window, windows: int = 1) -> Snapshot:
+        c = self.config
+        m = win.moments
+        q = tuple(float(x) for x in win.quantiles(c.quantiles))
+        return Snapshot(st.key, start, end, int(m.count), float(m.mean), q, float(m.min), float(m.max), c.names, st.labels, windows)
+
+    def _pool(self, st: KeyState, w: int, win: Window) -> tuple[Snapshot, int] | None:
+        """The detector's next point: the window itself, or once a low-traffic key's
+        consecutive windows hold ``pool_min_samples`` values, their union."""
+        need = self.config.pool_min_samples
+        if st.pool is None and win.moments.count >= need:
+            return self._snapshot(st, w * self._interval, (w + 1) * self._interval, win), 1
+        if st.pool is not None and (w * self._interval - st.pool_start) > self.config.pool_max_span_s:
+            st.pool = None  # too old to mix with: start afresh
+        if st.pool is None:
+            st.pool, st.pool_start, st.pool_windows = win, w * self._interval, 1
+        else:
+            st.pool.merge(win)
+            st.pool_windows += 1
+        if st.pool.moments.count < need:
+            return None
+        pool, start, n = st.pool, st.pool_start, st.pool_windows
+        st.pool = None
+        return self._snapshot(st, start, (w + 1) * self._interval, pool, n), n
+
+    def _detect(self, st: KeyState, point: Snapshot, pooled: int) -> list[ShiftEvent]:
+        decisions = st.detector.update(point.start, point.quantiles(), point.count)
+        events = [self._event(st, d, point.end, pooled) for d in decisions]
+        for ev in events:
+            self._count(ev)
             st.add_shift(ev)
             self.recent_shifts.append(ev)
             if len(self.recent_shifts) > 100:
                 del self.recent_shifts[0]
         return events
+
+    def _event(self, st: KeyState, d: object, detected_at: float, pooled: int) -> ShiftEvent:
+        at = float(d.at)  # type: ignore[attr-defined]
+        before, after = st.examples_around(math.floor(at / self._interval))
+        return ShiftEvent(
+            kind=d.kind,  # type: ignore[attr-defined]
+            id=event_id(st.key, at),
+            key=st.key,
+            at=at,
+            detected_at=detected_at,
+            direction=d.direction,  # type: ignore[attr-defined]
+            pvalue=float(d.pvalue),  # type: ignore[attr-defined]
+            metrics=tuple(MetricMove(c.metric, float(c.before), float(c.after), float(c.relative_change), float(c.pvalue)) for c in d.changes),  # type: ignore[attr-defined]
+            snapshots_before=int(d.snapshots_before),  # type: ignore[attr-defined]
+            snapshots_after=int(d.snapshots_after),  # type: ignore[attr-defined]
+            samples_before=int(d.samples_before),  # type: ignore[attr-defined]
+            samples_after=int(d.samples_after),  # type: ignore[attr-defined]
+            snapshot_interval_s=self._interval,
+            detector=self.config.detector_name,
+            labels=st.labels,
+            examples_before=before if d.kind == "shift" else (),  # type: ignore[attr-defined]
+            examples_after=after if d.kind == "shift" else (),  # type: ignore[attr-defined]
+            pooled_windows=pooled,
+        )
+
+    def _count(self, ev: ShiftEvent) -> None:
+        if ev.kind == "shift":
+            self.stats.shifts += 1
+            k = (ev.key, ev.direction)
+            self.stats.shifts_by_key_direction[k] = self.stats.shifts_by_key_direction.get(k, 0) + 1
+        else:
+            self.stats.retractions += 1

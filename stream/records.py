@@ -15,7 +15,6 @@ from typing import Any
 
 __all__ = ["Snapshot", "MetricMove", "ShiftEvent", "dumps", "event_id", "iso"]
 
-SNAPSHOT_QUANTILES: tuple[tuple[str, float], ...] = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 
 
 def iso(t: float) -> str:
@@ -35,40 +34,54 @@ def dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+DEFAULT_NAMES: tuple[str, ...] = ("p50", "p90", "p99")
+
+Labels = tuple[tuple[str, str], ...]
+
+
 @dataclass(slots=True, frozen=True)
 class Snapshot:
-    """Percentiles of one key over one closed event-time window [start, end)."""
+    """Percentiles of one key over one closed event-time window [start, end).
+
+    ``q`` holds the configured quantiles in the order of ``names`` (default p50, p90,
+    p99); ``snap.p99`` reads one by name. ``windows`` > 1 when low traffic pooled
+    consecutive windows into this one.
+    """
 
     key: str
     start: float
     end: float
     count: int
     mean: float
-    p50: float
-    p90: float
-    p99: float
+    q: tuple[float, ...]
     min: float
     max: float
+    names: tuple[str, ...] = DEFAULT_NAMES
+    labels: Labels = ()
+    windows: int = 1
+
+    def __getattr__(self, name: str) -> float:
+        try:
+            return self.q[object.__getattribute__(self, "names").index(name)]
+        except ValueError:
+            raise AttributeError(name) from None
+
+    def quantiles(self) -> dict[str, float]:
+        return dict(zip(self.names, self.q))
 
     def metrics(self) -> dict[str, float]:
-        return {"mean": self.mean, "p50": self.p50, "p90": self.p90, "p99": self.p99}
+        return {"mean": self.mean, **self.quantiles()}
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "type": "snapshot",
-            "version": 1,
-            "key": self.key,
-            "start": self.start,
-            "end": self.end,
-            "count": self.count,
-            "mean": self.mean,
-            "p50": self.p50,
-            "p90": self.p90,
-            "p99": self.p99,
-            "min": self.min,
-            "max": self.max,
-            "unit": "seconds",
-        }
+        out: dict[str, Any] = {"type": "snapshot", "version": 1, "key": self.key}
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        out.update(start=self.start, end=self.end, count=self.count, mean=self.mean)
+        out.update(zip(self.names, self.q))
+        out.update(min=self.min, max=self.max, unit="seconds")
+        if self.windows != 1:
+            out["windows"] = self.windows
+        return out
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,13 +120,27 @@ class ShiftEvent:
     samples_after: int
     snapshot_interval_s: float
     detector: str
+    labels: Labels = ()
+    #: A few real values (seconds) from before and after ``at``, oldest first.
+    examples_before: tuple[float, ...] = ()
+    examples_after: tuple[float, ...] = ()
+    #: Snapshot windows pooled per detector point (low-traffic keys); 1 when not pooled.
+    pooled_windows: int = 1
 
     def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.kind, "version": 1, "id": self.id, "key": self.key}
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        out.update(self._body())
+        if self.examples_before or self.examples_after:
+            out["examples"] = {"before": list(self.examples_before), "after": list(self.examples_after)}
+        if self.pooled_windows != 1:
+            out["pooled_windows"] = self.pooled_windows
+            out["pooled_window_s"] = self.pooled_windows * self.snapshot_interval_s
+        return out
+
+    def _body(self) -> dict[str, Any]:
         return {
-            "type": self.kind,
-            "version": 1,
-            "id": self.id,
-            "key": self.key,
             "at": self.at,
             "at_iso": iso(self.at),
             "detected_at": self.detected_at,

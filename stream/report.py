@@ -155,8 +155,9 @@ def run_plot(path: str, out_dir: str, settings: Settings) -> int:
         snaps.sort(key=lambda s: s["start"])
         t = [datetime.fromtimestamp(s["start"], tz=timezone.utc) for s in snaps]
         fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
-        for q, color in (("p50", "#2c5ea8"), ("p90", "#7d3c98"), ("p99", "#b9770e")):
-            ax.plot(t, [s[q] * 1000 for s in snaps], label=q, color=color, linewidth=1.3)
+        colors = ("#2c5ea8", "#7d3c98", "#b9770e", "#117a65", "#922b21")
+        for i, q in enumerate(settings.quantile_names):
+            ax.plot(t, [s[q] * 1000 for s in snaps if q in s], label=q, color=colors[i % len(colors)], linewidth=1.3)
         for s in recs.shifts:
             if s["key"] != key or s.get("type") != "shift":
                 continue

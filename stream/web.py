@@ -24,22 +24,20 @@ __all__ = ["make_web_app", "serve", "state_json"]
 def state_json(pipeline: "Pipeline", max_keys: int = 200) -> dict[str, Any]:
     """What the live page shows: per-key current percentiles, sparklines, shifts."""
     keys = []
+    names, qs = pipeline.config.names, list(pipeline.config.quantiles)
+    low, high = names[0], names[-1]
     for st in pipeline.keys_recent_first(max_keys):
-        key = st.key
         if st.moments.count == 0:
             continue
-        p50, p90, p99 = (float(x) for x in st.alltime_view().quantiles([0.5, 0.9, 0.99]))
+        alltime = dict(zip(names, (float(x) for x in st.alltime_view().quantiles(qs))))
         keys.append(
             {
-                "key": key,
+                "key": st.key,
+                "labels": dict(st.labels),
                 "count": int(st.moments.count),
-                "alltime": {"p50": p50, "p90": p90, "p99": p99, "mean": float(st.moments.mean)},
+                "alltime": {**alltime, "mean": float(st.moments.mean)},
                 "last": st.recent[-1].to_json() if st.recent else None,
-                "spark": {
-                    "t": st.recent.column("start"),
-                    "p50": st.recent.column("p50"),
-                    "p99": st.recent.column("p99"),
-                },
+                "spark": {"t": st.recent.column("start"), low: st.recent.column(low), high: st.recent.column(high)},
                 "shifts": [e.to_json() for e in st.shifts],
             }
         )
@@ -58,6 +56,7 @@ def state_json(pipeline: "Pipeline", max_keys: int = 200) -> dict[str, Any]:
             "keys": pipeline.key_count(),
         },
         "snapshot_interval_s": pipeline.config.snapshot_interval_s,
+        "quantiles": list(names),
         "watermark": pipeline.max_ts if pipeline.max_ts > 0 else None,
     }
 

@@ -173,8 +173,11 @@ def test_version_1_records_with_float64_snapshots_are_still_read():
     records = []
     for key, st in pipe.states.items():
         rec = encode_key_state(st, 400)
-        assert rec[3] == 2
-        body, blob = rec[8:], st.recent.to_bytes()
+        assert rec[3] == 3 and st.pool is None and not st.labels
+        exb = st.examples_bytes()
+        tail = _uvarint(0) + _uvarint(len(exb)) + exb + _uvarint(0)  # version 3's sections
+        assert rec.endswith(tail)
+        body, blob = rec[8 : len(rec) - len(tail)], st.recent.to_bytes()
         head = body[: len(body) - len(blob) - len(_uvarint(len(blob)))]
         # What version 1 wrote: the emitted snapshots, float64 throughout.
         recent = [s for s in emitted if s["key"] == key][-len(st.recent) :]
