@@ -77,9 +77,13 @@ class Notifier:
         if reason == "ignored":
             return
         if ev is None:
+            where = f"record:{source.get('topic')}:{source.get('partition')}:{source.get('offset')}"
+            if self.store.get("-", where):
+                return  # re-read after a restart: dead-lettered already
             self.metrics.invalid.inc()
             log.warning("unreadable shift-topic record at %s: %s", dict(source), reason)
             await self._dead(reason, f"shift-topic record: {reason}", None, None, raw, source)
+            await self.store.put("-", where, {"outcome": "dead_letter"})
             return
         await asyncio.gather(*(self._deliver(s, ev, raw or b"", source) for s in self.sinks))
 
@@ -99,7 +103,9 @@ class Notifier:
         if req is None:
             self.metrics.total.labels(sink.name, "filtered").inc()
             return
-        await self.store.put(sink.name, idem, {"outcome": "pending"})
+        if sink.lookup(ev) is not None or sink.cfg.on_uncertain == "skip":
+            # Only where a crash's unknown outcome changes what happens next (ask Grafana, or skip).
+            await self.store.put(sink.name, idem, {"outcome": "pending"})
         t0 = time.perf_counter()
         res = await send(self.session, req, self.policy(), self.cfg.timeout_s, self.redact, self.sleep,
                          on_retry=lambda why: self.metrics.total.labels(sink.name, "retried").inc())

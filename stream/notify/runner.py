@@ -127,7 +127,7 @@ async def notify_async(clients: Clients, shift_topic: str, cfg: NotifyConfig, st
         async with aiohttp.ClientSession() as session:
             notifier = Notifier(cfg, [make_sink(s) for s in cfg.sinks], store, session,
                                 lambda v: producer.send_and_wait(cfg.dead_letter_topic, v), metrics, redact, policy)
-            consumer = AIOKafkaConsumer(**{**clients.consumer, "group_id": cfg.group, "enable_auto_commit": False, "auto_offset_reset": cfg.start})
+            consumer = AIOKafkaConsumer(**{**clients.consumer, "group_id": cfg.group, "enable_auto_commit": False, "auto_offset_reset": cfg.start, "fetch_max_wait_ms": 100})
             await consumer.start()
             consumer.subscribe([shift_topic], listener=_Assigned(store, ready))
             log.info("notify: group %s on %s, %d sink(s): %s", cfg.group, shift_topic, len(cfg.sinks), ", ".join(f"{s.name} ({s.type})" for s in cfg.sinks))
@@ -140,18 +140,22 @@ async def notify_async(clients: Clients, shift_topic: str, cfg: NotifyConfig, st
 
 
 async def _loop(consumer: AIOKafkaConsumer, notifier: Notifier, stop: asyncio.Event) -> None:
+    """Each record is finished for every sink before the next; offsets are committed per
+    fetched batch (a crash re-reads at most one batch, which the store de-duplicates)."""
     while not stop.is_set():
         batch = await consumer.getmany(timeout_ms=300, max_records=100)
+        done = {}
         for tp, records in batch.items():
             for rec in records:
                 await notifier.handle(rec.value, {"topic": tp.topic, "partition": tp.partition, "offset": rec.offset})
-                try:
-                    await consumer.commit({tp: rec.offset + 1})
-                except (CommitFailedError, IllegalStateError) as e:
-                    log.warning("commit of %s:%d failed (%s); the records are re-read and de-duplicated", tp.topic, tp.partition, e)
+                done[tp] = rec.offset + 1
+                if stop.is_set():
                     break
-            if stop.is_set():
-                return
+        if done:
+            try:
+                await consumer.commit(done)
+            except (CommitFailedError, IllegalStateError) as e:
+                log.warning("offset commit failed (%s); the records are re-read and de-duplicated", e)
 
 
 def run_notify(broker: str, shift_topic: str, config_path: str, web_port: int | None = None,
