@@ -48,6 +48,16 @@ def _t_critical(df: int, pvalue: float) -> float:
     return float(stdtrit(df, 1.0 - pvalue / 2.0))
 
 
+def _median_of_finite(w: np.ndarray) -> np.ndarray:
+    """Median over the last axis of the finite entries (NaN pads the edges); NaN when
+    fewer than 5 (np.nanmedian does the same, many times slower)."""
+    srt = np.sort(w, axis=-1)  # NaN sorts last
+    cnt = np.isfinite(w).sum(axis=-1)
+    lo = np.take_along_axis(srt, np.maximum((cnt - 1) // 2, 0)[..., None], axis=-1)[..., 0]
+    hi = np.take_along_axis(srt, np.maximum(cnt // 2, 0)[..., None], axis=-1)[..., 0]
+    return np.where(cnt >= 5, 0.5 * (lo + hi), np.nan)
+
+
 @dataclass(slots=True, frozen=True)
 class _Params:
     metrics: tuple[str, ...]
@@ -172,17 +182,9 @@ class SeasonalShiftDetector:
         pad = np.full((k, y.shape[1]), np.nan)
         win = np.lib.stride_tricks.sliding_window_view(np.vstack((pad, y, pad)), k, axis=0)
         n = len(y)
-        before, after = win[:n], win[k + 1 : k + 1 + n]  # rows i-k..i-1 and i+1..i+k
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mb, ma = np.nanmedian(before, axis=2), np.nanmedian(after, axis=2)
-        mb[np.isfinite(before).sum(axis=2) < 5] = np.nan
-        ma[np.isfinite(after).sum(axis=2) < 5] = np.nan
+        mb, ma = _median_of_finite(win[:n]), _median_of_finite(win[k + 1 : k + 1 + n])  # rows i-k..i-1, i+1..i+k
         db, da = np.abs(y - mb), np.abs(y - ma)
-        sd = 1.4826 * np.nanmedian(np.where(np.isfinite(db), db, da), axis=0)
+        sd = 1.4826 * _median_of_finite(np.where(np.isfinite(db), db, da).T)
         thr = np.maximum(4.0 * np.nan_to_num(sd), math.log(1.5))[None, :]
         return ((db > thr) & (da > thr)).any(axis=1)
 
