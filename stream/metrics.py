@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
@@ -38,7 +39,7 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from sketches.otel import PromNativeHistogram, to_prometheus
+from sketches.otel import PROM_MIN_SCHEMA, PromNativeHistogram
 
 from .events import REASONS
 
@@ -57,8 +58,10 @@ __all__ = [
     "DEFAULT_BUCKETS",
     "parse_histogram_buckets",
     "classic_counts",
-    "coarsen",
+    "native_of",
+    "SketchBuckets",
     "encode_protobuf",
+    "MetricsRegistry",
     "wants_protobuf",
     "PROTOBUF_CONTENT_TYPE",
     "NATIVE_SCHEMA",
@@ -118,60 +121,75 @@ def _log2_bounds(text: str) -> tuple[float, ...]:
 DEFAULT_BUCKETS: tuple[float, ...] = parse_histogram_buckets(DEFAULT_BUCKETS_SPEC)
 
 
-def _side(spans: Iterable[tuple[int, int]], deltas: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Prometheus bucket indices and counts of one side of a native histogram."""
-    idx: list[int] = []
-    at = 0
-    for n, (off, length) in enumerate(spans):
-        at = off if n == 0 else at + off
-        idx.extend(range(at, at + length))
-        at += length
-    return np.asarray(idx, dtype=np.int64), np.cumsum(np.asarray(list(deltas), dtype=np.int64))
+@dataclass(slots=True, frozen=True)
+class SketchBuckets:
+    """A sketch's occupied buckets as arrays: OpenTelemetry indices at ``scale``
+    (bucket i holds (b**i, b**(i+1)], b = 2**(2**-scale)) and their counts."""
+
+    scale: int
+    count: int
+    sum: float
+    zero_count: int
+    pos_idx: np.ndarray
+    pos_counts: np.ndarray
+    neg_idx: np.ndarray
+    neg_counts: np.ndarray
+
+    @classmethod
+    def of(cls, s: "LogBuckets") -> "SketchBuckets":
+        # Reads the stores' dense arrays (public attributes) without the dense-list
+        # conversion of sketches.otel.to_otel: a budgeted sketch spans up to ~8k
+        # buckets, mostly empty, and /metrics reads every exported key per scrape.
+        count = s.count  # flushes buffered updates first
+        sides = []
+        for store in (s.pos, s.neg):
+            nz = np.flatnonzero(store.arr)
+            sides += [nz.astype(np.int64) + store.offset, store.arr[nz].astype(np.int64)]
+        return cls(s.scale, count, float(s.sum), s.zero, *sides)
 
 
-def classic_counts(h: PromNativeHistogram, bounds: np.ndarray) -> np.ndarray:
-    """Cumulative counts at ``bounds`` (values <= bound) of a native histogram.
+def classic_counts(b: SketchBuckets, bounds: np.ndarray) -> np.ndarray:
+    """Cumulative counts at ``bounds`` (values <= bound) of a sketch's buckets.
 
     A bucket counts below a boundary when its geometric midpoint does: exact for
     boundaries on bucket edges, within one bucket otherwise. Zeros and negatives
     (never accepted as latencies) count below every positive boundary.
     """
-    idx, counts = _side(h.positive_spans, h.positive_deltas)
-    below = h.count - int(counts.sum())
-    if idx.size == 0:
+    below = b.count - int(b.pos_counts.sum())
+    if b.pos_idx.size == 0:
         return np.full(bounds.shape, below, dtype=np.int64)
-    mids = np.exp2((idx - 0.5) / 2.0**h.schema)  # Prometheus bucket j: (b**(j-1), b**j]
-    cum = np.concatenate(([0], np.cumsum(counts)))
+    mids = np.exp2((b.pos_idx + 0.5) / 2.0**b.scale)
+    cum = np.concatenate(([0], np.cumsum(b.pos_counts)))
     return below + cum[np.searchsorted(mids, bounds, side="right")]
 
 
-def _spans_of(idx: np.ndarray, counts: np.ndarray) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
-    keep = counts > 0
-    idx, counts = idx[keep], counts[keep]
-    spans: list[tuple[int, int]] = []
-    end = 0
-    for n, j in enumerate(idx.tolist()):
-        if n and j == end:
-            spans[-1] = (spans[-1][0], spans[-1][1] + 1)
-        else:
-            spans.append((j if n == 0 else j - end, 1))
-        end = j + 1
-    return tuple(spans), tuple(np.diff(counts, prepend=0).tolist())
+def _spans(j: np.ndarray, c: np.ndarray) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """Prometheus spans and deltas of the non-empty buckets ``j`` (increasing) with counts ``c``."""
+    keep = c > 0
+    j, c = j[keep], c[keep]
+    if j.size == 0:
+        return (), ()
+    breaks = np.flatnonzero(np.diff(j) > 1) + 1
+    starts = np.concatenate(([0], breaks))
+    lengths = np.diff(np.concatenate((starts, [j.size])))
+    first = j[starts]
+    offsets = first.copy()
+    offsets[1:] = first[1:] - (first[:-1] + lengths[:-1])
+    return tuple(zip(offsets.tolist(), lengths.tolist())), tuple(np.diff(c, prepend=0).tolist())
 
 
-def coarsen(h: PromNativeHistogram, schema: int) -> PromNativeHistogram:
-    """The same histogram at a coarser ``schema`` (exact: 2**d buckets merge into one)."""
-    d = h.schema - schema
-    if d <= 0:
-        return h
+def native_of(b: SketchBuckets, schema: int = 8) -> PromNativeHistogram:
+    """Prometheus native histogram at ``min(b.scale, schema)``: 2**d buckets merge into one, exactly."""
+    schema = min(b.scale, schema)
+    if schema < PROM_MIN_SCHEMA:
+        raise ValueError(f"scale {b.scale} below Prometheus' minimum schema {PROM_MIN_SCHEMA}")
     sides = []
-    for spans, deltas in ((h.positive_spans, h.positive_deltas), (h.negative_spans, h.negative_deltas)):
-        idx, counts = _side(spans, deltas)
-        j = ((idx - 1) >> d) + 1  # Prometheus index = OpenTelemetry index + 1
-        u, inv = np.unique(j, return_inverse=True)
-        sides.append(_spans_of(u, np.bincount(inv, weights=counts, minlength=u.size).astype(np.int64)))
+    for idx, counts in ((b.pos_idx, b.pos_counts), (b.neg_idx, b.neg_counts)):
+        j = (idx >> (b.scale - schema)) + 1  # Prometheus index = OpenTelemetry index + 1
+        u, first = np.unique(j, return_index=True)
+        sides.append(_spans(u, np.add.reduceat(counts, first) if u.size else counts))
     (ps, pd), (ns, nd) = sides
-    return PromNativeHistogram(schema, h.count, h.sum, h.zero_count, h.zero_threshold, ps, pd, ns, nd)
+    return PromNativeHistogram(schema, b.count, b.sum, b.zero_count, 0.0, ps, pd, ns, nd)
 
 
 def _native_sample(h: PromNativeHistogram) -> NativeHistogram:
@@ -201,12 +219,14 @@ class LatencyHistograms:
             self.NAME, "All-time response times per key (from the sketch); sum by (key, le) across workers.", labels=["key"]
         )
 
-    def add(self, key: str, sketch: "LogBuckets") -> None:
-        h = to_prometheus(sketch)
-        cum = classic_counts(h, self.bounds)
-        buckets = list(zip(self._le, [*cum.tolist(), h.count]))
-        self.family.add_metric([key], buckets, sum_value=float(h.sum))
-        self.family.add_sample(self.NAME, {"key": key}, float(h.count), native_histogram=_native_sample(coarsen(h, self.native_schema)))
+    def add(self, key: str, sketch: "LogBuckets", native: bool) -> None:
+        dp = SketchBuckets.of(sketch)
+        cum = classic_counts(dp, self.bounds)
+        buckets = list(zip(self._le, [*cum.tolist(), dp.count]))
+        self.family.add_metric([key], buckets, sum_value=float(dp.sum))
+        if native:
+            h = _native_sample(native_of(dp, self.native_schema))
+            self.family.add_sample(self.NAME, {"key": key}, float(dp.count), native_histogram=h)
 
 
 class PipelineCollector(Collector):
@@ -234,13 +254,14 @@ class PipelineCollector(Collector):
         self.native_schema = native_schema
         self.version = _version()
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self, native: bool = False) -> Iterator[Metric]:
+        """The families; ``native`` adds native-histogram samples (only some formats carry them)."""
         keys = self.pipeline.keys_recent_first(self.max_label_keys)
-        yield from self._per_key(keys)
+        yield from self._per_key(keys, native)
         yield from self._counters([st.key for st in keys])
         yield from self._gauges(len(keys))
 
-    def _per_key(self, keys: list) -> Iterator[Metric]:  # type: ignore[type-arg]
+    def _per_key(self, keys: list, native: bool) -> Iterator[Metric]:  # type: ignore[type-arg]
         hist = LatencyHistograms(self.buckets, self.native_schema)
         snap = GaugeMetricFamily(
             "shiftwatch_snapshot_latency_seconds",
@@ -249,7 +270,7 @@ class PipelineCollector(Collector):
         )
         for st in keys:
             if st.moments.count:
-                hist.add(st.key, st.alltime_view())
+                hist.add(st.key, st.alltime_view(), native)
             if st.recent:  # the configured --quantiles (p50, p90, p99 by default)
                 for name, v in st.recent[-1].metrics().items():
                     if name != "mean":
@@ -301,28 +322,45 @@ def _version() -> str:
         return "unknown"
 
 
-def make_registry(pipeline: "StateView", *, process: bool = True, **kwargs: object) -> CollectorRegistry:
+class MetricsRegistry(CollectorRegistry):
+    """A registry that can also be read with native-histogram samples (:meth:`native_view`).
+
+    Plain ``collect()`` gives the classic buckets only, so text formats pay nothing for
+    native histograms they cannot carry.
+    """
+
+    def __init__(self, pipeline_collector: PipelineCollector) -> None:
+        super().__init__(auto_describe=False)
+        self.pipeline_collector = pipeline_collector
+        self.others: list[Collector] = []
+        super().register(pipeline_collector)
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        self.others.append(collector)
+
+    def native_view(self) -> "_NativeView":
+        return _NativeView(self)
+
+
+class _NativeView:
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.registry.pipeline_collector.collect(native=True)
+        for c in self.registry.others:
+            yield from c.collect()
+
+
+def make_registry(pipeline: "StateView", *, process: bool = True, **kwargs: object) -> MetricsRegistry:
     """A registry with the pipeline's metrics and (``process``) the standard process_*/python_* ones."""
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(PipelineCollector(pipeline, **kwargs))  # type: ignore[arg-type]
+    reg = MetricsRegistry(PipelineCollector(pipeline, **kwargs))  # type: ignore[arg-type]
     if process:
         ProcessCollector(registry=reg)
         PlatformCollector(registry=reg)
         GCCollector(registry=reg)
     return reg
-
-
-class _ClassicOnly:
-    """A registry view without native-histogram samples, for formats that cannot carry them."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def collect(self) -> Iterator[Metric]:
-        for m in self.registry.collect():
-            if any(s.native_histogram for s in m.samples):
-                m.samples = [s for s in m.samples if s.native_histogram is None]
-            yield m
 
 
 def encode(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
@@ -333,11 +371,12 @@ def encode(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]
     0.0.4 unless OpenMetrics is accepted; native histograms also in OpenMetrics 2.0,
     the other formats get the classic buckets alone.
     """
+    native = registry.native_view() if isinstance(registry, MetricsRegistry) else registry
     if accept and wants_protobuf(accept) and _has_protobuf():
-        return encode_protobuf(registry), PROTOBUF_CONTENT_TYPE
+        return encode_protobuf(native), PROTOBUF_CONTENT_TYPE  # type: ignore[arg-type]
     encoder, content_type = choose_encoder(accept or "")
-    native = content_type.startswith("application/openmetrics-text; version=2.")
-    return encoder(registry if native else _ClassicOnly(registry)), content_type
+    om2 = content_type.startswith("application/openmetrics-text; version=2.")
+    return encoder(native if om2 else registry), content_type
 
 
 def _has_protobuf() -> bool:
@@ -350,7 +389,7 @@ def _has_protobuf() -> bool:
 
 def render(registry: CollectorRegistry) -> bytes:
     """Prometheus text format 0.0.4 (classic histogram buckets)."""
-    return generate_latest(_ClassicOnly(registry))  # type: ignore[arg-type]
+    return generate_latest(registry)
 
 
 # -- Prometheus protobuf exposition ------------------------------------------------

@@ -14,11 +14,12 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from sketches import LogBuckets
-from sketches.otel import to_prometheus
+from sketches.otel import from_prometheus, to_prometheus
 from stream.metrics import (
     DEFAULT_BUCKETS,
+    SketchBuckets,
     classic_counts,
-    coarsen,
+    native_of,
     encode,
     make_registry,
     parse_histogram_buckets,
@@ -158,14 +159,18 @@ def test_native_histogram_is_the_sketch_coarsened_exactly():
     values = np.random.default_rng(7).lognormal(-3.0, 1.0, 8000)
     s = LogBuckets()
     s.update_many(values)
-    h = to_prometheus(s)
-    assert h.schema >= 4
+    want_h = to_prometheus(s)  # (fits the sketch's scale first)
+    dp = SketchBuckets.of(s)
+    assert dp.scale >= 4
+    assert native_of(dp, 8) == want_h  # the sketches package's own conversion agrees
     for schema in (4, 2, 0):
-        c = coarsen(h, schema)
-        assert c.schema == schema and c.count == h.count and c.sum == h.sum
-        # boundaries of the coarse schema: the coarse histogram gives the exact counts too
+        h = native_of(dp, schema)
+        assert h.schema == schema and h.count == dp.count and h.sum == dp.sum
+        coarse = from_prometheus(h)  # back to buckets: exact counts at this schema's boundaries
         bounds = np.exp2(np.arange(-40, 10) / 2.0**schema)
-        assert classic_counts(c, bounds).tolist() == [np.count_nonzero(values <= b) for b in bounds]
+        want = [np.count_nonzero(values <= b) for b in bounds]
+        assert classic_counts(SketchBuckets.of(coarse), bounds).tolist() == want
+        assert classic_counts(dp, bounds).tolist() == want
 
 
 def test_histogram_bucket_specs():
