@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import stdtr, stdtrit
 
+from .base import BatchDetector
 from .records import ChangePoint
 
 __all__ = ["EDivisive", "q_matrices", "ttest", "first_pass_pvalue", "merge_change_points"]
@@ -577,7 +578,7 @@ def merge_change_points(
 
 
 @dataclass(slots=True, frozen=True)
-class EDivisive:
+class EDivisive(BatchDetector):
     """Hunter/Otava E-Divisive change-point detection. Configure once, then ``detect``.
 
     ``otava_quirk=True`` reproduces Otava 0.8.0's merge exactly (the left neighbour of a

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import gammaln
 
+from .base import BatchDetector
 from .records import ChangePoint
 
 __all__ = ["MDLGrouping", "TrendCompliance", "TrendFigures", "group_bits"]
@@ -51,8 +52,24 @@ def group_bits(n: int, avg: float, std: float, prev_avg: float | None, max_value
     return bits
 
 
+def _group_bits_many(n: np.ndarray, avg: np.ndarray, std: np.ndarray, prev_avg: np.ndarray, max_value: float, unit: float, total: int) -> np.ndarray:
+    """``group_bits`` for many candidate groups at once (``prev_avg`` nan: first group)."""
+    top = max(max_value, unit)
+    s = np.maximum(std, unit)
+    first = np.isnan(prev_avg)
+    p = np.clip(np.where(first, 0.0, prev_avg), 0.0, top)
+    norm = p * p + (top - p) * (top - p)
+    dens = 2.0 * np.maximum(np.abs(avg - np.where(first, 0.0, prev_avg)), unit) / norm
+    with np.errstate(divide="ignore"):
+        later = -np.log2(np.maximum(dens * unit, 1e-300))
+    bits = math.log2(total) + np.where(first, math.log2(top / unit), later)
+    d = np.maximum(n - 1, 1).astype(np.float64)
+    log_area = math.log(2.0) + 0.5 * d * math.log(math.pi) - gammaln(0.5 * d) + (d - 1) * np.log(s * np.sqrt(n) / unit)
+    return bits + np.where(n >= 2, math.log2(top / unit) + log_area * _LOG2E, 0.0)
+
+
 @dataclass(slots=True, frozen=True)
-class MDLGrouping:
+class MDLGrouping(BatchDetector):
     """Configure once, then ``groups(values)`` or ``detect(values)``.
 
     ``unit`` is the measurement precision; None means 1e-4 of the series' largest
@@ -73,26 +90,26 @@ class MDLGrouping:
             return []
         top = float(np.max(np.abs(x)))
         unit = self.unit if self.unit is not None else max(top * 1e-4, 1e-300)
-        c1 = np.concatenate([[0.0], np.cumsum(x - x.mean())])
-        c2 = np.concatenate([[0.0], np.cumsum((x - x.mean()) ** 2)])
         shift = float(x.mean())
-        best = [0.0] + [math.inf] * n
+        c1 = np.concatenate([[0.0], np.cumsum(x - shift)])
+        c2 = np.concatenate([[0.0], np.cumsum((x - shift) ** 2)])
+        best = np.full(n + 1, math.inf)
+        best[0] = 0.0
         prev_start = [0] * (n + 1)
-        last_avg: list[float | None] = [None] * (n + 1)
+        last_avg = np.full(n + 1, math.nan)  # nan: the group is the first one
         for j in range(1, n + 1):
-            for i in range(max(0, j - self.max_group), j):
-                if best[i] == math.inf:
-                    continue
-                k = j - i
-                s = c1[j] - c1[i]
-                m = s / k
-                var = max((c2[j] - c2[i]) / k - m * m, 0.0)
-                avg = m + shift
-                b = best[i] + group_bits(k, avg, math.sqrt(var), last_avg[i], top, unit, n)
-                if b < best[j]:
-                    best[j] = b
-                    prev_start[j] = i
-                    last_avg[j] = avg
+            # Every start i of a group ending at j at once (the scalar loop, vectorised).
+            i = np.arange(max(0, j - self.max_group), j)
+            k = j - i
+            m = (c1[j] - c1[i]) / k
+            var = np.maximum((c2[j] - c2[i]) / k - m * m, 0.0)
+            avg = m + shift
+            b = best[i] + _group_bits_many(k, avg, np.sqrt(var), last_avg[i], top, unit, n)
+            a = int(np.argmin(b))  # first minimum, as the scalar loop's strict "<"
+            if b[a] < math.inf:
+                best[j] = b[a]
+                prev_start[j] = int(i[a])
+                last_avg[j] = avg[a]
         out = []
         j = n
         while j > 0:

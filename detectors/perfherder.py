@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import stdtr
 
+from .base import BatchDetector
 from .records import ChangePoint
 
 __all__ = ["PerfherderTTest"]
@@ -33,7 +34,7 @@ def _weighted(seg: np.ndarray, nearest_first: bool) -> tuple[float, float]:
 
 
 @dataclass(slots=True, frozen=True)
-class PerfherderTTest:
+class PerfherderTTest(BatchDetector):
     """Configure once, then ``detect(values)``."""
 
     min_back: int = 12

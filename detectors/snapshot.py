@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ._envelope import open_envelope, seal
+from .base import DEFAULT_METRICS, StreamingDetector
 from .edivisive import split_weak, ttest
 from .records import Direction, MetricChange, ShiftDecision
 
@@ -100,7 +101,7 @@ class _Reported:
     metrics: tuple[str, ...]
 
 
-class SnapshotShiftDetector:
+class SnapshotShiftDetector(StreamingDetector):
     """Streaming shift detector for one key's percentile snapshots.
 
     Configure once; call ``update`` per closed snapshot; decisions come back in order.
@@ -112,7 +113,7 @@ class SnapshotShiftDetector:
 
     def __init__(
         self,
-        metrics: Sequence[str] = ("p50", "p90", "p99"),
+        metrics: Sequence[str] = DEFAULT_METRICS,
         lower_is_better: bool = True,
         *,
         min_count: int = 30,

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import ndtr
 
+from .base import BatchDetector
 from .records import ChangePoint
 
 __all__ = ["GaussianMixture1D", "TalosMixture"]
@@ -79,7 +80,7 @@ def _log_components(x: np.ndarray, w: np.ndarray, m: np.ndarray, v: np.ndarray) 
 
 
 @dataclass(slots=True, frozen=True)
-class TalosMixture:
+class TalosMixture(BatchDetector):
     """Configure once, then ``detect(values)``.
 
     ``half`` points each side of a split; K from 1..``max_k`` by BIC; a component
@@ -95,6 +96,11 @@ class TalosMixture:
     #: Evaluate every ``stride``-th split, then refine around the firing ones.
     stride: int = 1
     em_iters: int = 50
+
+    @property
+    def reach(self) -> int:
+        """Points either side of a split that its decision depends on (for the stream adapter)."""
+        return self.half
 
     def fit(self, x: np.ndarray) -> GaussianMixture1D:
         best: GaussianMixture1D | None = None
