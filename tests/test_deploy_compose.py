@@ -3,6 +3,7 @@ the services are wired as documented. Needs docker-compose (Debian) or `docker c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-SERVICES = {"kafka", "worker-1", "worker-2", "loadgen", "prometheus", "grafana"}
+SERVICES = {"kafka", "worker-1", "worker-2", "loadgen", "notifier", "prometheus", "grafana"}
 BROKER = "kafka://kafka:9092"
 
 
@@ -84,6 +85,27 @@ def test_workers_are_built_here_and_use_the_broker(resolved, name):
 def test_loadgen_uses_the_broker(resolved):
     argv = _argv(resolved["services"]["loadgen"])
     assert argv[0] == "loadgen" and argv[argv.index("--broker") + 1] == BROKER
+
+
+def test_notifier_annotates_the_bundled_grafana(resolved):
+    from stream.notify.config import load_config
+
+    n = resolved["services"]["notifier"]
+    argv = _argv(n)
+    assert argv[0] == "notify" and argv[argv.index("--broker") + 1] == BROKER
+    mounts = {}
+    for v in n["volumes"]:
+        src, dst = (v.split(":")[0], v.split(":")[1]) if isinstance(v, str) else (v["source"], v["target"])
+        mounts[dst] = Path(src).resolve()
+    config = mounts[argv[argv.index("--config") + 1]]
+    assert config == (ROOT / "deploy" / "notify" / "compose.toml").resolve()
+    cfg = load_config(config, {k: str(v) for k, v in n["environment"].items()})
+    (sink,) = cfg.sinks
+    assert sink.type == "grafana" and sink.url_value == "http://grafana:3000" and cfg.web_host == "0.0.0.0"
+    dash = json.loads((ROOT / "deploy/grafana/dashboards/shiftwatch.json").read_text())
+    assert sink.dashboard_uid == dash["uid"], "annotations land on the bundled dashboard"
+    assert "grafana" in n["depends_on"] and "kafka" in n["depends_on"]
+    assert any(str(p.get("target") if isinstance(p, dict) else p).endswith(str(cfg.web_port)) for p in n["ports"])
 
 
 def test_prometheus_mounts_the_config_and_rules(resolved):

@@ -133,3 +133,13 @@ def test_shiftwatch_notify_subcommand_reports_bad_configs_in_one_line(tmp_path):
     assert p.stderr.strip().splitlines() == [f"shiftwatch notify: error: {bad}: sinks[0] (s): url is a secret for slack sinks; give url_env or url_file"]
     p = subprocess.run([sys.executable, "-m", "stream.cli", "notify", "--config", str(bad), "--broker", "http://x"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "broker" in p.stderr
+
+
+def test_the_example_configs_load_and_agree():
+    env = {"SLACK_WEBHOOK_URL": SLACK_URL, "AUDIT_WEBHOOK_URL": "https://audit.example/in", "AUDIT_WEBHOOK_SECRET": "k",
+           "GRAFANA_TOKEN": "t", "GRAFANA_PASSWORD": "admin"}
+    a = load_config(ROOT / "deploy/notify/example.toml", env)
+    assert a == load_config(ROOT / "deploy/notify/example.yaml", env)
+    assert [s.type for s in a.sinks] == ["slack", "webhook", "grafana"]
+    c = load_config(ROOT / "deploy/notify/compose.toml", env)
+    assert [(s.type, s.url_value, s.dashboard_uid) for s in c.sinks] == [("grafana", "http://grafana:3000", "shiftwatch")]
