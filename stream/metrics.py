@@ -12,8 +12,10 @@ cumulative counts of the key's all-time sketch at a fixed layout; the default la
 2**(1/4), which are edges of the sketch's own buckets whenever the sketch's scale is
 at least 2, so the counts are exact, not estimated. ``_count`` and ``_sum`` are the
 sketch's count and exact running sum: counters that never go down. The same
-histogram is also a native (exponential) histogram sample when the scraper asks for
-OpenMetrics 2.0 text, prometheus_client's only native exposition.
+histogram is also a native (exponential) histogram for scrapers that ask for it:
+Prometheus' protobuf format (what Prometheus requests with native histograms
+enabled; written here, prometheus_client has no protobuf encoder) or OpenMetrics 2.0
+text (prometheus_client's own, experimental).
 """
 
 from __future__ import annotations
