@@ -462,6 +462,22 @@ def _positions(consumer: Any) -> dict[Any, int]:
     return out
 
 
+async def _positions_before(consumer: Any, timeout_s: float) -> dict[Any, int] | None:
+    """Positions of all assigned partitions, waiting for offset lookups; None if not assigned yet."""
+    from aiokafka.errors import IllegalStateError
+
+    assigned = consumer.assignment()
+    if not assigned:
+        return None
+    pos = _positions(consumer)
+    for tp in assigned - pos.keys():
+        try:
+            pos[tp] = await asyncio.wait_for(consumer.position(tp), timeout_s)
+        except (IllegalStateError, asyncio.TimeoutError):
+            return None
+    return pos
+
+
 def _split_batches(data: bytes) -> list[tuple[int, bytes]]:
     """(base_offset, bytes) of each complete batch in a fetched message set (header: int64 offset, int32 length)."""
     out, pos = [], 0
@@ -523,8 +539,13 @@ async def getmany_skipping(consumer: Any, *partitions: Any, timeout_ms: int = 0,
     """consumer.getmany(), except that a batch that cannot be decoded is returned as an
     UndecodableBatch and the partition moved past it; no record of any partition is lost.
 
-    The caller counts, logs and dead-letters each UndecodableBatch, then carries on."""
-    before = _positions(consumer)
+    The caller counts, logs and dead-letters each UndecodableBatch, then carries on. Until
+    every assigned partition has a position (group join, offset lookup) it returns nothing:
+    a failed call is undone from the positions it started at, so they must be known."""
+    before = await _positions_before(consumer, max(timeout_ms, 100) / 1000)
+    if before is None:
+        await asyncio.sleep(min(timeout_ms, 100) / 1000)
+        return {}, []
     try:
         return await consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records), []
     except DECODE_ERRORS as exc:
