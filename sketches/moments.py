@@ -25,7 +25,8 @@ __all__ = ["Moments"]
 _VERSION = 2
 _V1 = 1
 _F = struct.Struct("<4d")
-_SMALL = 32  # below this many values a Python loop beats numpy's per-call cost
+_SMALL = 48  # below this many values a Python loop beats numpy's per-call cost
+_CHUNK = 8192
 _MAX_K = 1075  # a double's lowest bit is at 2**-1074
 _SUM_BITS = 2240  # |sum| < 2**62 values * 2**1024 in units of 2**-1074
 
@@ -47,22 +48,32 @@ def _exact_batch(v: np.ndarray, lo: float, hi: float) -> tuple[int, int]:
     off the values: latencies need two whole-array passes of four numpy calls."""
     if v.size < _SMALL:
         return _exact_loop(v.tolist())
-    m = (v.size + 1).bit_length()  # 2**m >= size + 2
+    m = (min(v.size, _CHUNK) + 1).bit_length()  # 2**m >= values summed at once + 2
     e = math.frexp(max(hi, -lo))[1]  # |v| < 2**e
     if e + m > 1023:  # sigma would overflow: huge values, exactly the slow way
         return _exact_loop(v.tolist())
-    p = np.array(v, dtype=np.float64)
-    q = np.empty_like(p)  # (one buffer for every pass: fresh arrays cost page faults)
+    # Chunks of _CHUNK values through two small buffers: cache-sized, and no fresh
+    # large arrays (their first touch costs page faults).
+    c = min(v.size, _CHUNK)
+    buf = np.empty(2 * c)
+    # When every value is >= lo > 0, all are multiples of lo's last bit: once the
+    # remainder's bound is below that, it is zero (no check needed).
+    floor = math.frexp(lo)[1] - 53 if lo > 0.0 else -1200
     n = k = 0
-    while e + m > -1200:  # (below 2**-1074 nothing is left: a bound on the passes)
-        sigma = math.ldexp(1.0, e + m)
-        np.add(p, sigma, out=q)
-        np.subtract(q, sigma, out=q)
-        np.subtract(p, q, out=p)
-        n, k = _add(n, k, *_exact_scalar(float(q.sum())))
-        if not p.any():
-            break
-        e += m - 53
+    for i in range(0, v.size, c):
+        src = v[i : i + c]
+        p, q = buf[: src.size], buf[c : c + src.size]
+        f = e
+        while True:
+            sigma = math.ldexp(1.0, f + m)
+            np.add(src, sigma, out=q)
+            np.subtract(q, sigma, out=q)
+            np.subtract(src, q, out=p)  # the remainder, exactly
+            n, k = _add(n, k, *_exact_scalar(float(q.sum())))
+            f += m - 53  # |remainder| < 2**f
+            if f <= floor or f + m <= -1200 or not p.any():
+                break
+            src = p
     return n, k
 
 
