@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable, Union
 
 import msgspec
 
-__all__ = ["FieldMap", "MISSING", "resolve", "TypedMapping", "typed_mapping"]
+__all__ = ["FieldMap", "MISSING", "resolve", "TypedMapping", "typed_mapping", "path_problem", "key_fields_problem"]
 
 #: What :func:`resolve` returns for a path that is not in the object.
 MISSING: Any = object()
@@ -34,17 +34,32 @@ class FieldMap:
     labelled: bool = False
 
     def __post_init__(self) -> None:
-        if not self.key_fields:
-            raise ValueError("key_fields must name at least one field")
-        for p in (*self.key_fields, self.value_field, self.ts_field):
-            if not isinstance(p, str) or not p or any(not s for s in p.split(".")):
-                raise ValueError(f"bad field path {p!r}: dotted names, none empty (e.g. service.name)")
-        if len(set(self.key_fields)) != len(self.key_fields):
-            raise ValueError(f"key_fields repeat a field: {','.join(self.key_fields)}")
+        problem = key_fields_problem(self.key_fields) or path_problem(self.value_field) or path_problem(self.ts_field)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def is_default(self) -> bool:
         return self == FieldMap()
+
+
+def path_problem(path: Any) -> str | None:
+    """Why ``path`` is not a field path, or None (used by the settings' checks too)."""
+    if not isinstance(path, str) or not path or any(not s for s in path.split(".")):
+        return f"bad field path {path!r}: dotted names, none empty (e.g. service.name)"
+    return None
+
+
+def key_fields_problem(paths: Any) -> str | None:
+    """Why ``paths`` are not usable key fields, or None."""
+    if not paths:
+        return "key_fields must name at least one field"
+    for p in paths:
+        if path_problem(p):
+            return path_problem(p)
+    if len(set(paths)) != len(paths):
+        return f"key_fields repeat a field: {','.join(paths)}"
+    return None
 
 
 def resolve(obj: dict[str, Any], path: str, segments: tuple[str, ...]) -> Any:
