@@ -79,11 +79,33 @@ def _parse_one(part: str) -> str:
     return f"{host}:{int(port)}"
 
 
-@dataclass(slots=True, frozen=True)
 class Secret:
-    """A password that shows as *** in repr/str, so it cannot leak through logs or errors."""
+    """A password that shows as *** in repr/str, so it cannot leak through logs or errors.
+    Not a dataclass on purpose: dataclasses.asdict() would copy the value out."""
 
-    value: str = field(repr=False)
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, "_value", value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Secret is immutable")
+
+    @property
+    def value(self) -> str:
+        return self._value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
+        return self
 
     def __repr__(self) -> str:
         return "Secret('***')"

@@ -143,3 +143,12 @@ def test_explain_tls_verification_error():
     e = ssl.SSLCertVerificationError(1, "certificate verify failed")
     e.verify_message = "unable to get local issuer certificate"
     assert explain_kafka_error(e) == "TLS verification failed: unable to get local issuer certificate"
+
+
+def test_password_does_not_escape_through_asdict_or_replace():
+    import dataclasses
+
+    c = sasl()
+    assert PW not in repr(dataclasses.asdict(c))
+    c2 = dataclasses.replace(c, compression="gzip")
+    assert c2.consumer_kwargs()["sasl_plain_password"] == PW and PW not in repr(c2)
