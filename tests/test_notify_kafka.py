@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from stream.notify.sinks import signature
 from stream.records import MetricMove, ShiftEvent, event_id
 from test_notify_server import FakeServer
 from worker_proc import consume_until, free_port, produce, run
@@ -46,10 +47,11 @@ def events(n_shifts: int, n_retracted: int) -> list[dict]:
 
 
 class Notifier:
-    def __init__(self, bootstrap: str, topic: str, config: Path, env: dict, log: Path) -> None:
+    def __init__(self, bootstrap: str, topic: str, config: Path, env: dict, log: Path, cli: bool = False) -> None:
         self.port = free_port()
-        self.args = [sys.executable, "-m", "stream.notify", "--broker", f"kafka://{bootstrap}", "--shift-topic", topic,
-                     "--config", str(config), "--web-port", str(self.port), "--log-level", "debug"]
+        entry = ["stream.cli", "notify"] if cli else ["stream.notify"]  # `shiftwatch notify` or `python -m stream.notify`
+        self.args = [sys.executable, "-m", *entry, "--broker", f"kafka://{bootstrap}", "--shift-topic", topic,
+                     "--config", str(config), "--notify-web-port", str(self.port), "--log-level", "debug"]
         self.env, self.log_path = {**os.environ, **env}, log
 
     def start(self) -> "Notifier":
@@ -142,7 +144,7 @@ def test_every_event_reaches_every_sink_across_a_kill_9(kafka_broker, tmp_path):
         before = len(server.requests(SECRETS["SLACK_URL"]))
         assert before < len(evs), "the kill must land mid-stream"
 
-        n2 = Notifier(kafka_broker.bootstrap, topic, cfg, env, log).start()
+        n2 = Notifier(kafka_broker.bootstrap, topic, cfg, env, log, cli=True).start()
         want = {f"{e['type']}:{e['id']}" if e["type"] != "incident" else f"incident:{e['id']}:3" for e in evs}
         wait_for(lambda: set(idem_counts(server, SECRETS["HOOK_URL"])) == want and set(idem_counts(server, SECRETS["SLACK_URL"])) == want
                  and len(server.annotations) == 41 and sum("retracted" in a["tags"] for a in server.annotations.values()) == 5, 90, "all deliveries")
@@ -164,7 +166,13 @@ def test_every_event_reaches_every_sink_across_a_kill_9(kafka_broker, tmp_path):
             for k in dups:
                 first = min(r.t for r in server.requests(path) if r.headers["Idempotency-Key"] == k)
                 assert killed_at - first < 2.0, "only an in-flight delivery may repeat"
-        assert idem_counts(server, SECRETS["HOOK_URL"])[f"shift:{evs[0]['id']}"] >= 4, "500, 429, reset, then 200"
+        first = [r for r in server.requests(SECRETS["HOOK_URL"]) if r.headers["Idempotency-Key"] == f"shift:{evs[0]['id']}"]
+        assert len(first) >= 4, "500, 429, reset, then 200"
+        assert first[2].t - first[1].t >= 0.2, "Retry-After: 0.2 was honoured"
+        assert first[1].t - first[0].t >= 0.025, "backoff after the 500 (0.05 s, half of it jitter)"
+        for r in server.requests(SECRETS["HOOK_URL"]):
+            assert r.headers["X-Shiftwatch-Signature"] == signature(env["HMAC"], r.body), "every webhook body is signed"
+            assert json.loads(r.body)["id"] in {e["id"] for e in evs}
 
         # Order per sink follows the topic (one record at a time): retractions after their shifts.
         slack_keys = [r.headers["Idempotency-Key"] for r in server.requests(SECRETS["SLACK_URL"])]
