@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from stream.connection import PASSWORD_ENV, KafkaConnection, check_connection
 
 pytestmark = pytest.mark.kafka
 
@@ -57,3 +60,22 @@ def test_restart_keeps_topics_and_data(kafka_broker):
     asyncio.run(_produce(kafka_broker.bootstrap, "restart", 100, start=100))
     recs = asyncio.run(_consume(kafka_broker.bootstrap, "restart", 200, "g2"))
     assert [r.value for r in recs] == [f"v{i}".encode() for i in range(200)]
+    # The SCRAM users were written when the storage was formatted (once): they survive too.
+    scram = KafkaConnection.from_options(
+        f"kafka://{kafka_broker.sasl_ssl_bootstrap}", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=kafka_broker.scram_username, ssl_cafile=str(kafka_broker.tls.ca_file),
+        environ={PASSWORD_ENV: kafka_broker.scram_password})
+    asyncio.run(check_connection(scram, 20))
+
+
+def test_broker_certificate_names_loopback(kafka_secure_broker):
+    """Clients verify the host name: the certificate must carry IP:127.0.0.1 and DNS:localhost."""
+    import ssl
+
+    t = kafka_secure_broker.tls
+    ctx = ssl.create_default_context(cafile=str(t.ca_file))
+    for host in ("127.0.0.1", "localhost"):
+        with socket.create_connection(("127.0.0.1", kafka_secure_broker.mtls_port), timeout=10) as raw:
+            ctx.load_cert_chain(str(t.client_cert), str(t.client_key))
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                assert tls.version() in ("TLSv1.2", "TLSv1.3")
