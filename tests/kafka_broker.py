@@ -190,6 +190,15 @@ class KafkaBroker:
         return f"127.0.0.1:{self.sasl_ssl_port}"
 
     @property
+    def scram_password_file(self) -> Path:
+        """scram_password in a file (mode 0600), as a --sasl-password-file would hold it."""
+        return self.workdir / "scram.password"
+
+    @property
+    def plain_password_file(self) -> Path:
+        return self.workdir / "plain.password"
+
+    @property
     def mtls_bootstrap(self) -> str:
         """SSL listener with ssl.client.auth=required (tls.client_cert/client_key)."""
         return f"127.0.0.1:{self.mtls_port}"
@@ -205,6 +214,9 @@ class KafkaBroker:
         if self.secure:
             self.tls = self.tls or make_test_tls(self.workdir / "tls")
             t = self.tls
+            for path, pw in ((self.scram_password_file, self.scram_password), (self.plain_password_file, self.plain_password)):
+                path.write_text(pw + "\n")
+                path.chmod(0o600)
             listeners += [f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}", f"MTLS://127.0.0.1:{self.mtls_port}"]
             protocols += ["SASL_SSL:SASL_SSL", "MTLS:SSL"]
             scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
@@ -395,7 +407,7 @@ def main(argv: list[str]) -> int:
         print(f"kafka broker on {b.bootstrap} (started in {b.startup_seconds:.1f} s); Ctrl-C or `stop` ends it", flush=True)
         if b.tls is not None:
             print(f"  SASL_SSL {b.sasl_ssl_bootstrap}: SCRAM-SHA-512/256 user {b.scram_username}, PLAIN user {b.plain_username}"
-                  f" (passwords in {b.workdir / 'server.properties'} and the format command)\n"
+                  f" (password files {b.scram_password_file}, {b.plain_password_file})\n"
                   f"  SSL (client certificate required) {b.mtls_bootstrap}\n"
                   f"  CA {b.tls.ca_file}; client certificate {b.tls.client_cert}, key {b.tls.client_key}", flush=True)
         try:

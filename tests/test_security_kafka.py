@@ -83,6 +83,14 @@ def test_sasl_ssl_round_trip(kafka_secure_broker, mechanism, caplog):
     assert "SaslAuthenticateRequest" in caplog.text and password not in caplog.text
 
 
+def test_password_file_option_on_the_real_broker(kafka_secure_broker):
+    b = kafka_secure_broker
+    conn = KafkaConnection.from_options(
+        f"kafka://{b.sasl_ssl_bootstrap}", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+        sasl_username=b.scram_username, sasl_password_file=str(b.scram_password_file), ssl_cafile=str(b.tls.ca_file), environ={})
+    asyncio.run(check_connection(conn, 20))
+
+
 def test_mutual_tls_round_trip(kafka_secure_broker):
     b = kafka_secure_broker
     conn = mtls_conn(b, b.tls.client_cert, b.tls.client_key)
