@@ -387,12 +387,17 @@ def _detectors() -> dict[str, Callable[[], object]]:
 DETECTORS = _detectors
 
 
-def run_pipeline(fleet: Fleet, detector_factory: Callable[[], object] | None = None, batch: int = 5000) -> list[Reported]:
-    """The real Pipeline on the fleet's events, in arrival order, ``batch`` decoded events at a time."""
+def run_pipeline(
+    fleet: Fleet, detector_factory: Callable[[], object] | None = None, batch: int = 5000, pool_min_samples: int | None = None
+) -> list[Reported]:
+    """The real Pipeline on the fleet's events, in arrival order, ``batch`` decoded events
+    at a time; ``pool_min_samples`` 0 switches the Pipeline's own pooling off (None: its default)."""
     from stream.events import Decoded
     from stream.pipeline import Pipeline, PipelineConfig
 
-    kw = {"detector_factory": detector_factory} if detector_factory is not None else {}
+    kw: dict[str, object] = {"detector_factory": detector_factory} if detector_factory is not None else {}
+    if pool_min_samples is not None:
+        kw["pool_min_samples"] = pool_min_samples
     pipe = Pipeline(PipelineConfig(snapshot_interval_s=fleet.interval, **kw))
     names = np.array([s.key for s in fleet.specs], dtype=object)
     out: list[Reported] = []
@@ -600,7 +605,7 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--hours", type=float, default=12.0)
     ap.add_argument("--detector", default="seasonal", help="snapshot (the stream's default) | seasonal")
     ap.add_argument("--engine", choices=("pipeline", "windows"), default="windows")
-    ap.add_argument("--no-pool", action="store_true", help="feed every 30 s window to the detector, however few samples")
+    ap.add_argument("--no-pool", action="store_true", help="feed every 30 s window to the detector, however few samples (the Pipeline before pooling)")
     ap.add_argument("--quick", action="store_true", help="40 keys, 8 hours")
     ap.add_argument("--write", metavar="FILE", help="write the fleet's events as JSON lines and exit")
     a = ap.parse_args(argv)
@@ -610,8 +615,6 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.exit(2, "fleet.py: error: --keys must be >= 10 and --hours in [3, 24]\n")
     if a.detector not in DETECTORS():
         ap.exit(2, f"fleet.py: error: unknown detector {a.detector!r}; choose from {sorted(DETECTORS())}\n")
-    if a.engine == "pipeline" and not a.no_pool:
-        a.no_pool = True  # the Pipeline does not pool (yet): say so below
     return a
 
 
@@ -625,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     factory = DETECTORS()[a.detector]
     t = time.perf_counter()
     if a.engine == "pipeline":
-        reported = run_pipeline(fleet, factory)
+        reported = run_pipeline(fleet, factory, pool_min_samples=0 if a.no_pool else None)
     else:
         reported = run_windows(fleet, factory, pool=not a.no_pool)
     elapsed = time.perf_counter() - t

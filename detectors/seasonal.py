@@ -158,8 +158,9 @@ class SeasonalShiftDetector:
 
     # ------------------------------------------------------------------ the fit
 
-    def _candidates(self) -> np.ndarray:
-        """Row positions a new regime may start at."""
+    def _candidates(self) -> tuple[np.ndarray, int]:
+        """Row positions a new regime may start at (any with 3 rows after it, to find the
+        place), and the last one that may be reported now."""
         n = len(self._idx)
         lo = self.min_before
         if self._steps:
@@ -167,7 +168,7 @@ class SeasonalShiftDetector:
         t = self._t
         # The new regime must span min_after snapshots and min_after_s of event time.
         hi = min(n - self.min_after, int(np.searchsorted(t, t[-1] - self.min_after_s, side="right")) - 1)
-        return np.arange(lo, hi + 1)
+        return np.arange(lo, n - 2), hi
 
     def _design(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """The fixed regressors: level, slope, and a step at each reported shift."""
@@ -188,7 +189,7 @@ class SeasonalShiftDetector:
         thr = np.maximum(4.0 * np.nan_to_num(sd), math.log(1.5))[None, :]
         return ((db > thr) & (da > thr)).any(axis=1)
 
-    def _scan(self, cs: np.ndarray) -> _Fit | None:
+    def _scan(self, cs: np.ndarray, hi: int) -> _Fit | None:
         """Line + known steps, then for every candidate c a bend and a jump at c (by
         partialling out the fixed regressors). The jump must be significant with the
         bend; where it is, the candidate whose jump alone is sharpest is the place."""
@@ -222,7 +223,7 @@ class SeasonalShiftDetector:
         ok = (np.abs(delta) >= self._min_jump()[None, :]) & (np.abs(tb) >= _t_critical(df, self.max_pvalue))
         score = np.where(ok, tj, 0.0).max(axis=1)
         j = int(np.argmax(score))
-        if score[j] <= 0.0:
+        if score[j] <= 0.0 or cs[j] > hi:  # nothing, or a new regime still too young
             return None
         return self._refit(int(cs[j]), x_all, keep, df)
 
@@ -262,7 +263,7 @@ class SeasonalShiftDetector:
     def _detect(self) -> ShiftDecision | None:
         if len(self._idx) < self.min_before + self.min_after:
             return None
-        fit = self._scan(self._candidates())
+        fit = self._scan(*self._candidates())
         if fit is None:
             return None
         c, y = fit.c, self._y
