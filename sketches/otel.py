@@ -11,7 +11,9 @@ threshold's count goes to the zero bucket.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from .logbuckets import _QNONE, LogBuckets
 from .mapping import MAX_SCALE, MIN_SCALE
@@ -25,6 +27,10 @@ __all__ = [
     "from_otel",
     "to_prometheus",
     "from_prometheus",
+    "check_point",
+    "downscale_point",
+    "point_delta",
+    "merge_otel",
 ]
 
 PROM_MIN_SCHEMA = -4
@@ -102,12 +108,19 @@ def _insert(s: LogBuckets, pos: dict[int, int], neg: dict[int, int]) -> None:
             store.add(i >> by, c)
 
 
-def _check_counts(counts: tuple[int, ...] | list[int]) -> None:
+def _check_counts(counts: "tuple[int, ...] | list[int] | np.ndarray") -> None:
     if len(counts) > _MAX_BUCKETS:
         raise ValueError("too many buckets")
-    for c in counts:
-        if not isinstance(c, int) or not 0 <= c <= _MAX_COUNT:
-            raise ValueError(f"bucket counts must be non-negative integers, got {c!r}")
+    a = np.asarray(counts)
+    if a.size and a.dtype.kind in "iu":
+        if int(a.min()) >= 0 and int(a.max()) <= _MAX_COUNT:
+            return
+    elif a.size == 0:
+        return
+    for c in a.tolist():  # (find the culprit for the message)
+        if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= _MAX_COUNT:
+            raise ValueError(f"bucket counts must be non-negative integers up to 2**60, got {c!r}")
+    raise ValueError("bucket counts must be integers")
 
 
 def _finish(s: LogBuckets, count: int, total: float, lo: float | None, hi: float | None) -> LogBuckets:
@@ -137,29 +150,117 @@ def _finish(s: LogBuckets, count: int, total: float, lo: float | None, hi: float
     return s
 
 
-def from_otel(dp: ExponentialHistogramDataPoint, max_bytes: int = 1024) -> LogBuckets:
-    """Import a data point; scales above ours are merged down exactly."""
-    if not isinstance(dp.scale, int) or dp.scale < MIN_SCALE:
-        raise ValueError(f"scale {dp.scale!r} below {MIN_SCALE}")
-    scale = min(dp.scale, MAX_SCALE)
-    shift = dp.scale - scale
-    s = LogBuckets(max_bytes, scale=scale)
-    s.zero = int(dp.zero_count)
-    if s.zero < 0:
-        raise ValueError("negative zero_count")
+def check_point(dp: ExponentialHistogramDataPoint) -> None:
+    """Raise ``ValueError`` (with what is wrong) unless ``dp`` is a consistent point."""
+    if not isinstance(dp.scale, int) or isinstance(dp.scale, bool) or not -(1 << 20) < dp.scale < (1 << 20):
+        raise ValueError(f"scale must be an integer, got {dp.scale!r}")
+    if not isinstance(dp.zero_count, int) or not 0 <= dp.zero_count <= _MAX_COUNT:
+        raise ValueError(f"zero_count must be a non-negative integer, got {dp.zero_count!r}")
+    total = dp.zero_count
+    for name, b in (("positive", dp.positive), ("negative", dp.negative)):
+        if not isinstance(b.offset, int) or not -(1 << 40) < b.offset < (1 << 40):
+            raise ValueError(f"{name} bucket offset must be an integer, got {b.offset!r}")
+        _check_counts(b.bucket_counts)
+        total += sum(b.bucket_counts)
+    if dp.count != total:
+        raise ValueError(f"count {dp.count} does not match the buckets ({total})")
+
+
+def _dense(b: OtelBuckets) -> BucketStore:
+    st = BucketStore()
+    st.add_dense(b.offset, np.asarray(b.bucket_counts, dtype=np.int64))
+    return st
+
+
+def _from_store(st: BucketStore) -> OtelBuckets:
+    off, counts = st.dense()
+    return OtelBuckets(off, tuple(counts))
+
+
+def downscale_point(dp: ExponentialHistogramDataPoint, scale: int) -> ExponentialHistogramDataPoint:
+    """``dp`` at the coarser ``scale`` (exact: ``2**(dp.scale - scale)`` buckets merge into one)."""
+    check_point(dp)
+    by = dp.scale - scale
+    if by < 0:
+        raise ValueError(f"cannot refine scale {dp.scale} to {scale} exactly")
+    if by == 0:
+        return dp
     sides = []
     for b in (dp.positive, dp.negative):
-        _check_counts(b.bucket_counts)
-        if not isinstance(b.offset, int):
-            raise ValueError("bucket offset must be an integer")
-        d: dict[int, int] = {}
-        for k, c in enumerate(b.bucket_counts):
-            if c:
-                j = (b.offset + k) >> shift
-                d[j] = d.get(j, 0) + c
-        sides.append(d)
-    _insert(s, sides[0], sides[1])
+        st = _dense(b)
+        st.downscale(by)
+        sides.append(_from_store(st))
+    return replace(dp, scale=scale, positive=sides[0], negative=sides[1])
+
+
+def _trimmed(b: OtelBuckets) -> tuple[int, np.ndarray]:
+    """(offset, counts) without the empty buckets at either end."""
+    c = np.asarray(b.bucket_counts, dtype=np.int64)
+    nz = np.flatnonzero(c)
+    if nz.size == 0:
+        return 0, c[:0]
+    return b.offset + int(nz[0]), c[nz[0] : nz[-1] + 1]
+
+
+def _side_delta(x: OtelBuckets, y: OtelBuckets) -> OtelBuckets | None:
+    xo, xc = _trimmed(x)
+    yo, yc = _trimmed(y)
+    if yc.size == 0:
+        return OtelBuckets(xo, tuple(xc.tolist()))
+    start = yo - xo
+    if start < 0 or start + yc.size > xc.size:  # an old bucket outside the new span went to 0
+        return None
+    d = xc.copy()
+    d[start : start + yc.size] -= yc
+    if (d < 0).any():
+        return None
+    off, d = _trimmed(OtelBuckets(xo, d))
+    return OtelBuckets(off, tuple(d.tolist()))
+
+
+def point_delta(cur: ExponentialHistogramDataPoint, prev: ExponentialHistogramDataPoint) -> ExponentialHistogramDataPoint | None:
+    """``cur - prev`` of two CUMULATIVE points of one stream, at the coarser of their
+    scales (a scale that dropped between them is downscaled, never an error). None
+    when any count went down: a reset, so ``cur`` starts a new baseline. min and max
+    of the interval are unknown (None); sum is the difference of the sums."""
+    scale = min(cur.scale, prev.scale)
+    a, b = downscale_point(cur, scale), downscale_point(prev, scale)
+    if a.zero_count < b.zero_count or a.count < b.count:
+        return None
+    pos = _side_delta(a.positive, b.positive)
+    neg = _side_delta(a.negative, b.negative)
+    if pos is None or neg is None:
+        return None
+    return ExponentialHistogramDataPoint(
+        scale=scale, count=a.count - b.count, sum=a.sum - b.sum, zero_count=a.zero_count - b.zero_count,
+        positive=pos, negative=neg, zero_threshold=a.zero_threshold,
+    )
+
+
+def from_otel(dp: ExponentialHistogramDataPoint, max_bytes: int = 1024) -> LogBuckets:
+    """Import a data point; scales above ours are merged down exactly."""
+    check_point(dp)
+    if dp.scale < MIN_SCALE:
+        raise ValueError(f"scale {dp.scale!r} below {MIN_SCALE}")
+    scale = min(dp.scale, MAX_SCALE)
+    s = LogBuckets(max_bytes, scale=scale)
+    s.zero = int(dp.zero_count)
+    for store, b in ((s.pos, dp.positive), (s.neg, dp.negative)):
+        if any(b.bucket_counts):
+            st = _dense(b)
+            lo, hi = st.bounds()  # type: ignore[misc]
+            by = dp.scale - s.scale  # and coarser still if the span could never fit the budget
+            while (hi >> by) - (lo >> by) >= 8 * max_bytes and dp.scale - by > MIN_SCALE:
+                by += 1
+            s._downscale(by - (dp.scale - s.scale))
+            store.merge(st, dp.scale - s.scale)
     return _finish(s, dp.count, dp.sum, dp.min, dp.max)
+
+
+def merge_otel(s: LogBuckets, dp: ExponentialHistogramDataPoint) -> None:
+    """Add a (delta) point's counts to ``s`` in place: exact bucket for bucket, at the
+    coarser of the two scales (a finer point is merged down, a coarser one coarsens ``s``)."""
+    s.merge(from_otel(dp, s.max_bytes))
 
 
 def _spans(offset: int, counts: list[int]) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
