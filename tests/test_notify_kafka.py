@@ -89,6 +89,7 @@ backoff_initial_s = 0.05
 backoff_max_s = 0.2
 timeout_s = 2
 jitter_seed = 1
+session_timeout_s = 6
 
 [[sinks]]
 name = "slack"

@@ -76,6 +76,8 @@ class NotifyConfig:
     web_host: str = "127.0.0.1"
     web_port: int = 6068
     start: str = "latest"  # where a new consumer group starts on the shift topic
+    replication_factor: int = 1  # of the delivered and dead-letter topics, when created
+    session_timeout_s: float = 10.0  # a killed notifier's partitions move after this long
 
     def secrets(self) -> list[Secret]:
         return [s for k in self.sinks for s in k.secrets()]
@@ -236,6 +238,8 @@ def parse_config(doc: Any, where: str, env: Mapping[str, str] | None = None, bas
             web_host=n.get("web_host", str, "127.0.0.1"),
             web_port=n.get("web_port", int, 6068),
             start=n.choice("start", ("earliest", "latest"), "latest"),
+            replication_factor=n.get("replication_factor", int, 1),
+            session_timeout_s=float(n.get("session_timeout_s", (int, float), 10.0)),
         )
         n.done()
     except ConfigError as e:
@@ -247,7 +251,9 @@ def parse_config(doc: Any, where: str, env: Mapping[str, str] | None = None, bas
 def _check_numbers(c: NotifyConfig, where: str) -> None:
     if c.max_attempts < 1:
         raise ConfigError(f"{where}: notify: max_attempts must be >= 1, got {c.max_attempts}")
-    for name in ("backoff_initial_s", "backoff_max_s", "timeout_s"):
+    if c.replication_factor < 1:
+        raise ConfigError(f"{where}: notify: replication_factor must be >= 1, got {c.replication_factor}")
+    for name in ("backoff_initial_s", "backoff_max_s", "timeout_s", "session_timeout_s"):
         if not getattr(c, name) > 0:
             raise ConfigError(f"{where}: notify: {name} must be > 0, got {getattr(c, name)}")
     if not 0 <= c.web_port < 65536:
