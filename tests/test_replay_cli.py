@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,5 +103,80 @@ def test_progress_bar_on_a_terminal_but_not_when_piped(events_file):
         os.close(master)
         os.close(slave)
     assert b"replay [" in seen and b"%" in seen
+    assert re.search(rb"[0-9,]+ events/s  event time 2025-11-22T08:[0-9:]+Z", seen), seen[-300:]
     piped = subprocess.run([*SHIFTWATCH, "replay", str(events_file), "--snapshot-interval", "10"], capture_output=True, timeout=300, env=env, check=True)
     assert b"replay [" not in piped.stderr
+
+
+def _reference_replay(path: Path, *args: str) -> bytes:
+    """Replay as it was done before batched decoding: each line decoded alone, 1000 lines
+    per pipeline batch. The batched replay must write exactly these bytes."""
+    import io
+
+    from stream.events import Decoded, Source
+    from stream.replay import write_output
+    from stream.settings import resolve
+
+    flags = {}
+    for i in range(0, len(args), 2):
+        flags[args[i].lstrip("-").replace("-", "_")] = args[i + 1]
+    pipeline = resolve(flags, env={}).make_pipeline()
+    sink = io.StringIO()
+    batch, n = Decoded(), 0
+    lines = [line.rstrip(b"\r\n") for line in path.read_bytes().splitlines(keepends=True)]
+    for lineno, raw in enumerate((x for x in lines if x.strip()), start=1):
+        batch.extend(pipeline.decoder.decode(raw, Source(str(path), 0, lineno)))
+        n += 1
+        if n >= 1000:
+            write_output(pipeline.process(batch), sink, {"snapshot", "shift", "retraction", "dead_letter"})
+            batch, n = Decoded(), 0
+    write_output(pipeline.process(batch), sink, {"snapshot", "shift", "retraction", "dead_letter"})
+    write_output(pipeline.flush(), sink, {"snapshot", "shift", "retraction", "dead_letter"})
+    return sink.getvalue().encode("utf-8")
+
+
+POISON = [
+    rb'{"key": "\ud800", "value": 1, "ts": 1763800000}',
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    rb'[{"key": "ok", "value": 2, "ts": 1763800001}, {"key": "\udc00x", "value": 1, "ts": 1763800000}]',
+    rb'{"key": "\ud83d\ude00", "value": 1, "ts": 1763800002}',
+    b'{"key": "ok", "value": 3, "ts": 1763800003250}',
+]
+
+
+def test_batched_replay_writes_the_bytes_of_line_by_line_decoding(events_file, tmp_path):
+    mixed = tmp_path / "mixed.jsonl"
+    lines = events_file.read_bytes().splitlines()
+    # poison among good lines, blank lines, CRLF endings, a batch boundary crossed
+    lines[998:998] = POISON + [b"", b"   "]
+    mixed.write_bytes(b"\r\n".join(lines[:4000]) + b"\n")
+    for path in (events_file, mixed):
+        out = replay(str(path), "--snapshot-interval", "10").stdout
+        assert out == _reference_replay(path, "--snapshot-interval", "10")
+    records = [json.loads(line) for line in out.decode("utf-8").splitlines()]
+    dead = {d["source"]["offset"]: (d["reason"], d["error"]) for d in records if d["type"] == "dead_letter"}
+    assert [dead[o][0] for o in range(999, 1005) if o in dead] == ["bad_key", "too_deep", "too_deep", "bad_key", "bad_timestamp"]
+    assert "not valid Unicode" in dead[999][1] and "looks like epoch milliseconds" in dead[1004][1]
+    assert any(r.get("key") == "\U0001F600" for r in records if r["type"] == "snapshot")
+
+
+def test_replay_of_access_logs_by_field_mapping(tmp_path):
+    path = tmp_path / "access.jsonl"
+    rows = []
+    for i in range(600):
+        route = "/api/cart" if i % 2 else "/api/pay"
+        rows.append(json.dumps({"service": {"name": "cart"}, "http": {"route": route}, "duration_ms": 10 + i % 7, "@timestamp": 1767607200000 + i * 100}))
+    rows.append(json.dumps({"service": {"name": "cart"}, "http": {}, "duration_ms": 1, "@timestamp": 1767607200000}))
+    path.write_text("\n".join(rows) + "\n")
+    out = replay(
+        str(path), "--key-fields", "service.name,http.route", "--value-field", "duration_ms", "--ts-field", "@timestamp",
+        "--ts-unit", "ms", "--snapshot-interval", "10",
+    ).stdout
+    records = [json.loads(line) for line in out.splitlines()]
+    snaps = [r for r in records if r["type"] == "snapshot"]
+    assert {s["key"] for s in snaps} == {"cart|/api/cart", "cart|/api/pay"}
+    assert all(s["labels"] == {"service.name": "cart", "http.route": s["key"].split("|")[1]} for s in snaps)
+    assert sum(s["count"] for s in snaps) == 600 and snaps[0]["start"] == 1767607200.0
+    dead = [r for r in records if r["type"] == "dead_letter"]
+    assert [(d["reason"], d["source"]["offset"]) for d in dead] == [("missing_field", 601)] and "http.route" in dead[0]["error"]
