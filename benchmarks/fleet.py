@@ -160,6 +160,8 @@ class Fleet:
         counts = rng.poisson(lam)
         ts = np.repeat(sec, counts) + rng.random(int(counts.sum()))
         ts = np.round(ts, 3)
+        for a, b in spec.gaps:  # silent: not one event inside
+            ts = ts[(ts < a) | (ts >= b)]
         n = len(ts)
         lv = self.log_level(spec, ts, ou) + spec.sigma * rng.standard_normal(n)
         tail_p = np.full(n, 0.01)
@@ -243,7 +245,7 @@ def _rate(rng: np.random.Generator, label: str) -> float:
 
 
 def _steps(rng: np.random.Generator, label: str, hours: float) -> tuple[Step, ...]:
-    t_lo, t_hi = T0 + 1.5 * 3600, T0 + (hours - 1.0) * 3600
+    t_lo, t_hi = T0 + min(1.5, 0.35 * hours) * 3600, T0 + (hours - min(1.0, 0.2 * hours)) * 3600
     at = float(rng.uniform(t_lo, t_hi))
     up = rng.random() < 0.7
     if label == "shift":
@@ -255,7 +257,7 @@ def _steps(rng: np.random.Generator, label: str, hours: float) -> tuple[Step, ..
     elif label == "tail":
         return (Step(at, 1.0, "tail", tail=True),)
     elif label == "reverted":
-        at = float(rng.uniform(t_lo, t_hi - 2400 - 600))
+        at = float(rng.uniform(t_lo, max(t_lo, t_hi - 2400 - 600)))
         f = rng.uniform(1.3, 2.0)
         return (Step(at, f, "reverted"), Step(at + 2400.0, 1.0 / f, "reverted"))
     else:
