@@ -150,6 +150,10 @@ class Harness:
     def __init__(self, cfg) -> None:
         self.cfg, self.writes, self.dead = cfg, [], []
         self.store = DeliveredStore("unused", self._write)
+        self.metrics = NotifyMetrics([c.name for c in cfg.sinks])
+
+    def count(self, sink: str, outcome: str) -> float:
+        return self.metrics.registry.get_sample_value("shiftwatch_notifications_total", {"sink": sink, "outcome": outcome}) or 0.0
 
     async def _write(self, k: bytes, v: bytes) -> None:
         self.writes.append((k, v))
@@ -162,7 +166,7 @@ class Harness:
             async with aiohttp.ClientSession() as s:
                 rng = random.Random(0)
                 n = Notifier(self.cfg, [make_sink(c) for c in self.cfg.sinks], self.store, s, self._dead,
-                             NotifyMetrics([c.name for c in self.cfg.sinks]), Redactor(self.cfg.secrets()),
+                             self.metrics, Redactor(self.cfg.secrets()),
                              lambda: RetryPolicy(self.cfg.max_attempts, 0.01, 0.02, rng), Recorder().sleep)
                 for i, ev in enumerate(events):
                     body = raw[i] if raw else json.dumps(ev).encode()
@@ -262,3 +266,33 @@ def test_after_a_crash_grafana_is_asked_before_posting_again(server):
     assert len(server.requests("/api/annotations", "POST")) == 1 and len(server.requests("/api/annotations", "GET")) == 1
     assert h.store.ref("grafana", ev["id"]) == {"annotation_id": 1}
     assert len(server.requests("/slack")) == 2, "Slack cannot be asked: at-least-once resends (on_uncertain = resend)"
+
+
+def test_outcomes_are_counted_per_sink_and_latency_observed(server):
+    server.plan[SECRET_PATH] = [500, 500, 500]
+    h = Harness(config(server, slack_filter='[sinks.filter]\ndirection = ["improvement"]'))
+    ev = shift()
+    h.handle(ev, ev)
+    assert (h.count("slack", "filtered"), h.count("slack", "delivered")) == (2, 0)
+    assert (h.count("hook", "retried"), h.count("hook", "dead_letter"), h.count("hook", "duplicate")) == (2, 1, 1)
+    assert (h.count("grafana", "delivered"), h.count("grafana", "duplicate")) == (1, 1)
+    n = h.metrics.registry.get_sample_value("shiftwatch_notification_delivery_seconds_count", {"sink": "grafana"})
+    assert n == 1
+
+
+def test_the_log_filter_masks_secrets_in_messages_args_and_tracebacks():
+    import logging
+
+    from stream.notify.secrets import Secret
+
+    red = Redactor([Secret("env SLACK_URL", "https://hooks.example/T/B/zzSECRETzz")])
+    rec = logging.LogRecord("x", logging.ERROR, __file__, 1, "posting to %s failed", ("https://hooks.example/T/B/zzSECRETzz",), None)
+    try:
+        raise RuntimeError("url https://hooks.example/T/B/zzSECRETzz refused")
+    except RuntimeError:
+        import sys
+
+        rec.exc_info = sys.exc_info()
+    assert red.filter(rec)
+    assert "SECRET" not in rec.getMessage() and "<secret env SLACK_URL>" in rec.getMessage()
+    assert "SECRET" not in rec.exc_text and "refused" in rec.exc_text
