@@ -557,7 +557,7 @@ async def find_undecodable_batch(consumer: Any, tp: Any, offset: int, max_bytes:
 
 
 async def getmany_skipping(consumer: Any, *partitions: Any, timeout_ms: int = 0, max_records: int | None = None,
-                           max_fetch_bytes: int = 1 << 20) -> tuple[dict[Any, list[Any]], list[UndecodableBatch]]:
+                           max_fetch_bytes: int | None = None) -> tuple[dict[Any, list[Any]], list[UndecodableBatch]]:
     """consumer.getmany(), except that a batch that cannot be decoded is returned as an
     UndecodableBatch and the partition moved past it; no record of any partition is lost.
 
@@ -571,7 +571,9 @@ async def getmany_skipping(consumer: Any, *partitions: Any, timeout_ms: int = 0,
     try:
         return await consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records), []
     except DECODE_ERRORS as exc:
-        return await _recover(consumer, before, exc, max_fetch_bytes)
+        # Scan the same window the consumer fetched (its max_partition_fetch_bytes).
+        limit = max_fetch_bytes or getattr(getattr(consumer, "_fetcher", None), "_max_partition_fetch_bytes", 1 << 20)
+        return await _recover(consumer, before, exc, limit)
 
 
 async def _recover(consumer: Any, before: dict[Any, int], exc: BaseException, max_bytes: int) -> tuple[dict[Any, list[Any]], list[UndecodableBatch]]:

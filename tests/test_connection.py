@@ -152,3 +152,21 @@ def test_password_does_not_escape_through_asdict_or_replace():
     assert PW not in repr(dataclasses.asdict(c))
     c2 = dataclasses.replace(c, compression="gzip")
     assert c2.consumer_kwargs()["sasl_plain_password"] == PW and PW not in repr(c2)
+
+
+def test_a_broker_that_never_answers_is_unreachable_within_the_timeout():
+    """A TCP peer that accepts and stays silent must not hang the worker's start."""
+    import asyncio
+    import socket
+    import time
+
+    from stream.connection import KafkaUnreachable, check_connection
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        conn = KafkaConnection.from_options(f"kafka://127.0.0.1:{srv.getsockname()[1]}")
+        t0 = time.monotonic()
+        with pytest.raises(KafkaUnreachable, match="timed out"):
+            asyncio.run(check_connection(conn, 1.5))
+        assert time.monotonic() - t0 < 10
