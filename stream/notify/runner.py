@@ -128,9 +128,12 @@ async def notify_async(clients: Clients, shift_topic: str, cfg: NotifyConfig, st
         async with aiohttp.ClientSession() as session:
             notifier = Notifier(cfg, [make_sink(s) for s in cfg.sinks], store, session,
                                 lambda v: producer.send_and_wait(cfg.dead_letter_topic, v), metrics, redact, policy)
-            consumer = AIOKafkaConsumer(**{**clients.consumer, "group_id": cfg.group, "enable_auto_commit": False, "auto_offset_reset": cfg.start, "fetch_max_wait_ms": 100,
-                                           "session_timeout_ms": int(cfg.session_timeout_s * 1000),
-                                           "heartbeat_interval_ms": max(100, int(cfg.session_timeout_s * 100))})
+            consumer = AIOKafkaConsumer(**{
+                **clients.consumer, "group_id": cfg.group, "enable_auto_commit": False, "auto_offset_reset": cfg.start,
+                "fetch_max_wait_ms": 100,  # a shift waits at most this long in an idle fetch
+                "session_timeout_ms": int(cfg.session_timeout_s * 1000),
+                "heartbeat_interval_ms": max(100, int(cfg.session_timeout_s * 100)),
+            })
             await consumer.start()
             consumer.subscribe([shift_topic], listener=_Assigned(store, ready))
             log.info("notify: group %s on %s, %d sink(s): %s", cfg.group, shift_topic, len(cfg.sinks), ", ".join(f"{s.name} ({s.type})" for s in cfg.sinks))
