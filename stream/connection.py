@@ -184,6 +184,8 @@ class KafkaConnection:
         )
 
     def __post_init__(self) -> None:
+        if isinstance(self.bootstrap, str):  # KafkaConnection("kafka://a:9092") is fine too
+            object.__setattr__(self, "bootstrap", parse_bootstrap(self.bootstrap))
         self._validate()
         if self.uses_tls:
             object.__setattr__(self, "_ssl_context", self._make_ssl_context())

@@ -170,3 +170,10 @@ def test_a_broker_that_never_answers_is_unreachable_within_the_timeout():
         with pytest.raises(KafkaUnreachable, match="timed out"):
             asyncio.run(check_connection(conn, 1.5))
         assert time.monotonic() - t0 < 10
+
+
+def test_direct_construction_parses_a_url_string():
+    c = KafkaConnection("kafka://a:1,kafka://b:2")
+    assert c.bootstrap == ("a:1", "b:2") and c.compression == "zstd"
+    with pytest.raises(ValueError, match="expected HOST:PORT"):
+        KafkaConnection("kafka://nohost")
