@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -35,6 +37,10 @@ from .metrics import make_registry
 from .partitions import PartitionedState
 from .settings import Settings
 from .web import make_web_app, serve
+from .connection import getmany_skipping, redact_kafka_logs
+from .health import FatalKafkaError, Health, connect, fatal_exit, probe
+from .incidents import IncidentGrouper
+from .records import dumps
 from .worker import Worker, WorkerTopics
 
 __all__ = ["WorkerProcess", "build_worker", "ensure_topics", "run_worker", "read_changelog"]
@@ -50,14 +56,15 @@ def state_topic(settings: Settings) -> str:
     return f"{settings.app_id}-state"
 
 
-async def ensure_topics(settings: Settings) -> int:
+async def ensure_topics(settings: Settings, conn: Any = None) -> int:
     """Create missing topics; returns the input topic's partition count.
 
     Shift and dead-letter topics get ``--output-partitions`` (default: as many as the
     input), still keyed by key; every topic gets ``--replication-factor``, by default
     the broker's own ``default.replication.factor``.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings.broker), client_id="shiftwatch-admin")
+    conn = conn or settings.connection()
+    admin = AIOKafkaAdminClient(**conn.admin_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -107,11 +114,11 @@ async def _create(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
         pass
 
 
-async def read_changelog(bootstrap: str, topic: str, partition: int) -> list[tuple[bytes, bytes | None]]:
+async def read_changelog(conn: Any, topic: str, partition: int) -> list[tuple[bytes, bytes | None]]:
     """Every (key, value) of one changelog partition, oldest first, up to its current end."""
     tp = TopicPartition(topic, partition)
     c = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20
+        **conn.consumer_kwargs(enable_auto_commit=False, group_id=None, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20)
     )
     await c.start()
     try:
@@ -167,13 +174,17 @@ def make_state(settings: Settings) -> PartitionedState:
     return PartitionedState(settings.pipeline_config(), settings.make_decoder, max_checkpoint_age=settings.checkpoint_interval)
 
 
-def make_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """The input reader (created inside the running loop: aiokafka binds to it)."""
+def make_consumer(settings: Settings, conn: Any) -> AIOKafkaConsumer:
+    """The input reader (created inside the running loop: aiokafka binds to it).
+
+    With ``--instance-id`` it is a static member (group.instance.id): a restarted
+    worker gets its partitions back without a rebalance, within the session timeout.
+    """
     session_ms = int(settings.session_timeout * 1000)
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings.broker),
+        **conn.consumer_kwargs(client_id=f"{settings.app_id}-input"),
         group_id=settings.app_id,
-        client_id=f"{settings.app_id}-input",
+        group_instance_id=settings.instance_id or None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         # 1 MiB per partition holds only ~200 batched messages: the loop waited for data.
@@ -185,23 +196,39 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings.broker), acks="all", linger_ms=5, max_request_size=8 << 20, enable_idempotence=True
-    )
+def make_producer(conn: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**conn.producer_kwargs(acks="all", linger_ms=5, max_request_size=8 << 20, enable_idempotence=True))
 
 
-def build_worker(settings: Settings) -> WorkerProcess:
+def incidents_publisher(topic: str) -> Callable[[Any], list[tuple[str, bytes, bytes]]]:
+    """Incident records (many keys shifting together) beside the shifts, on the shift topic."""
+    grouper = IncidentGrouper()
+
+    def on_shift(event: Any) -> list[tuple[str, bytes, bytes]]:
+        return [(topic, inc.id.encode(), dumps(inc.to_json()).encode()) for inc in grouper.update(event)]
+
+    return on_shift
+
+
+def build_worker(settings: Settings, conn: Any) -> WorkerProcess:
     """The Faust app around one :class:`Worker` (one per worker process)."""
     state = make_state(settings)
     app = _WorkerApp(settings.app_id, broker=settings.broker, web_enabled=False, store="memory://", datadir=settings.data_dir)
     box: dict[str, Any] = {}
-    registry = make_registry(state, max_label_keys=settings.max_label_keys, last_event_wallclock=lambda: box["w"].last_wall if "w" in box else None)
-    bootstrap = bootstrap_servers(settings.broker)
+    health = Health(started=time.monotonic())
+    registry = make_registry(
+        state,
+        max_label_keys=settings.max_label_keys,
+        last_event_wallclock=lambda: box["w"].last_wall if "w" in box else None,
+        **({"buckets": settings.histogram_buckets} if settings.histogram_buckets else {}),
+    )
     changelog = state_topic(settings)
 
     async def start() -> Worker:
-        consumer, producer = make_consumer(settings), make_producer(settings)
+        await connect(conn, health)
+        if settings.create_topics:
+            await ensure_topics(settings, conn)
+        consumer, producer = make_consumer(settings, conn), make_producer(conn)
         await producer.start()
         await consumer.start()
         w = box["w"] = Worker(
@@ -209,25 +236,30 @@ def build_worker(settings: Settings) -> WorkerProcess:
             WorkerTopics(settings.input_topic, settings.shift_topic, settings.dead_letter_topic, changelog),
             consumer,
             producer,
-            lambda part: read_changelog(bootstrap, changelog, part),
+            lambda part: read_changelog(conn, changelog, part),
             batch_size=settings.batch_size,
             batch_within_s=settings.batch_within,
             idle_close_after_s=settings.idle_close_after,
             commit_errors=(CommitFailedError, IllegalStateError),
+            fetch=lambda timeout_ms, max_records: getmany_skipping(consumer, timeout_ms=timeout_ms, max_records=max_records),
+            health=health,
+            on_shift=incidents_publisher(settings.shift_topic),
         )
         consumer.subscribe([settings.input_topic], listener=_Listener(w))
-        log.info("reading %s as group %s", settings.input_topic, settings.app_id)
+        log.info("reading %s as group %s%s", settings.input_topic, settings.app_id, f" (static member {settings.instance_id})" if settings.instance_id else "")
         return w
 
     @app.task
     async def read_input() -> None:
         """The hot path: record batches from the input topic, applied in order."""
-        w = await start()
         try:
+            w = await start()
             await w.run()
         except ConsumerStoppedError:
-            if not w.stopping:
+            if "w" not in box or not box["w"].stopping:
                 raise
+        except FatalKafkaError as exc:
+            fatal_exit(str(exc))
         except Exception as exc:
             # Not bad input (that never raises): a bug or a lost broker beyond retries.
             # Crash the worker loudly rather than stall with a dead reader.
@@ -239,6 +271,11 @@ def build_worker(settings: Settings) -> WorkerProcess:
         if "w" in box:
             await box["w"].tick()
 
+    @app.timer(interval=10.0)
+    async def probe_broker() -> None:
+        if "w" in box:
+            await probe(conn, health)
+
     @app.on_before_shutdown.connect
     async def on_shutdown(_: Any, **kwargs: Any) -> None:
         w: Worker | None = box.get("w")
@@ -246,14 +283,15 @@ def build_worker(settings: Settings) -> WorkerProcess:
             return
         await w.shutdown()
         # Leaving the group at once lets the others take the partitions without
-        # waiting for the session timeout.
+        # waiting for the session timeout (a static member stays, by design).
         await w.consumer.stop()  # type: ignore[attr-defined]
         await w.producer.stop()  # type: ignore[attr-defined]
 
     @app.task
     async def web() -> None:
-        runner = await serve(make_web_app(state, registry), settings.web_host, settings.web_port)
-        log.info("serving /metrics and the live page on http://%s:%d/", settings.web_host, settings.web_port)
+        ready = lambda: box["w"].readiness() if "w" in box else (False, health.reason)  # noqa: E731
+        runner = await serve(make_web_app(state, registry, health=health, ready=ready), settings.web_host, settings.web_port)
+        log.info("serving /metrics, /healthz, /readyz and the live page on http://%s:%d/", settings.web_host, settings.web_port)
         try:
             while True:
                 await asyncio.sleep(3600)
@@ -263,9 +301,14 @@ def build_worker(settings: Settings) -> WorkerProcess:
     return WorkerProcess(app=app, state=state, settings=settings)
 
 
-def run_worker(settings: Settings) -> None:
-    if settings.create_topics:
-        asyncio.run(ensure_topics(settings))
-    w = build_worker(settings)
+def run_worker(settings: Settings) -> int:
+    try:
+        conn = settings.connection(client_id=settings.app_id)
+    except (ValueError, OSError) as e:
+        print(f"shiftwatch: error: {e}", file=sys.stderr)
+        return 2
+    redact_kafka_logs()
+    w = build_worker(settings, conn)
     worker = faust.Worker(w.app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
+    return 0

@@ -150,8 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         from .app import run_worker
 
-        run_worker(settings)
-        return 0
+        return run_worker(settings)
     if args.command == "loadgen":
         from .loadgen import run_loadgen
 

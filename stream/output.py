@@ -25,6 +25,8 @@ class Stats:
     replayed: int = 0
     checkpoint_errors: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    #: Input the Kafka client could not even hand over (undecodable record batches).
+    input_errors_by_reason: dict[str, int] = field(default_factory=dict)
     shifts_by_key_direction: dict[tuple[str, str], int] = field(default_factory=dict)
 
 

@@ -171,9 +171,35 @@ class Settings:
         return tuple(quantile_name(q) for q in self.quantiles)
 
     def make_decoder(self):  # type: ignore[no-untyped-def]
+        """The decoder of ``input_format``: JSON (with its field mapping) or OTLP."""
         from .events import DecodeLimits, Decoder
 
-        return Decoder(self.input_unit, DecodeLimits(max_message_bytes=self.max_message_bytes))
+        limits = DecodeLimits(max_message_bytes=self.max_message_bytes)
+        if self.input_format != "json":
+            from .otlp import OtlpDecoder
+
+            kinds = frozenset(k.lower() for k in self.span_kinds) or None
+            return OtlpDecoder(self.input_format, kinds, limits=limits, sketch_bytes=self.sketch_bytes)
+        keys = self.key_fields if self.key_fields != ("key",) else None
+        return Decoder(self.input_unit, limits, ts_unit=self.ts_unit, key_fields=keys, value_field=self.value_field, ts_field=self.ts_field)
+
+    def connection(self, client_id: str = "shiftwatch"):  # type: ignore[no-untyped-def]
+        """The one Kafka connection config (security included) every client of a process shares."""
+        from .connection import KafkaConnection
+
+        sasl = self.security_protocol.startswith("SASL_")
+        return KafkaConnection.from_options(
+            self.broker,
+            security_protocol=self.security_protocol,
+            sasl_mechanism=self.sasl_mechanism if sasl else None,
+            sasl_username=self.sasl_username or None,
+            sasl_password_file=self.sasl_password_file or None,
+            ssl_cafile=self.ssl_cafile or None,
+            ssl_certfile=self.ssl_certfile or None,
+            ssl_keyfile=self.ssl_keyfile or None,
+            compression=self.compression,
+            client_id=client_id,
+        )
 
     def pipeline_config(self):  # type: ignore[no-untyped-def]
         from .pipeline import PipelineConfig

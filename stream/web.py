@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -61,7 +61,16 @@ def state_json(pipeline: "Pipeline", max_keys: int = 200) -> dict[str, Any]:
     }
 
 
-def make_web_app(pipeline: "Pipeline", registry: CollectorRegistry) -> web.Application:
+def make_web_app(
+    pipeline: "Pipeline",
+    registry: CollectorRegistry,
+    health: Any = None,
+    ready: Callable[[], tuple[bool, str]] | None = None,
+) -> web.Application:
+    """``/`` the live page, ``/metrics``, ``/api/state``, ``/healthz`` (liveness: the
+    consume loop ran recently) and ``/readyz`` (readiness: assigned, restored, broker
+    reachable; 503 with a JSON reason otherwise). Without ``health``/``ready`` (the demo)
+    both answer ok."""
     page = resources.files("stream").joinpath("static/index.html").read_bytes()
 
     async def metrics(request: web.Request) -> web.Response:
@@ -75,14 +84,20 @@ def make_web_app(pipeline: "Pipeline", registry: CollectorRegistry) -> web.Appli
     async def index(_: web.Request) -> web.Response:
         return web.Response(body=page, content_type="text/html", charset="utf-8")
 
-    async def health(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+    async def healthz(_: web.Request) -> web.Response:
+        ok, reason = health.live() if health is not None else (True, "ok")
+        return web.json_response({"status": "ok" if ok else "dead", "reason": reason}, status=200 if ok else 503)
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok, reason = ready() if ready is not None else (True, "ok")
+        return web.json_response({"status": "ready" if ok else "not ready", "reason": reason}, status=200 if ok else 503)
 
     app = web.Application()
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/state", state)
-    app.router.add_get("/healthz", health)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app
 
 

@@ -21,11 +21,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
 
+from .health import Health
 from .partitions import PartitionedState
+from .events import DeadLetter, Source
 from .pipeline import Output
 from .records import dumps
 
-__all__ = ["Worker", "WorkerTopics", "Consumer", "Producer", "Clock", "SystemClock", "TP", "Health"]
+__all__ = ["Worker", "WorkerTopics", "Consumer", "Producer", "Clock", "SystemClock", "TP"]
 
 log = logging.getLogger("shiftwatch.worker")
 
@@ -90,17 +92,6 @@ class WorkerTopics:
     changelog: str
 
 
-@dataclass(slots=True)
-class Health:
-    """What /healthz and /readyz answer from (monotonic seconds)."""
-
-    started: float
-    last_loop: float | None = None
-    assigned: bool = False
-    broker_ok: bool = False
-    reason: str = "starting"
-
-
 @dataclass
 class Worker:
     state: PartitionedState
@@ -114,8 +105,12 @@ class Worker:
     idle_close_after_s: float = 10.0
     #: Exceptions of ``consumer.commit`` that mean "the group moved on" (logged, not raised).
     commit_errors: CommitErrors = ()
-    #: Called with each shift event published (incident grouping, metrics).
+    #: Called with each shift event published; returns more (topic, key, value) records (incidents).
     on_shift: Callable[[Any], Iterable[tuple[str, bytes, bytes]]] | None = None
+    #: Fetches a batch: ``(timeout_ms, max_records) -> (records by partition, undecodable batches)``;
+    #: None: ``consumer.getmany``.
+    fetch: Callable[[int, int], Awaitable[tuple[dict[Any, list[Any]], list[Any]]]] | None = None
+    health: Health | None = None
 
     def __post_init__(self) -> None:
         self.lock = asyncio.Lock()
@@ -125,7 +120,8 @@ class Worker:
         self.restoring: dict[int, asyncio.Task[None]] = {}
         #: Wall time of the last applied batch (drives the idle close).
         self.last_wall: float | None = None
-        self.health = Health(started=self.clock.monotonic())
+        if self.health is None:
+            self.health = Health(started=self.clock.monotonic())
         #: partition -> offset last committed by this worker.
         self.committed: dict[int, int] = {}
 
@@ -254,8 +250,14 @@ class Worker:
     async def step(self) -> bool:
         """Fetch one batch and apply it; False once stopping."""
         gen = self.generation
-        batch = await self.consumer.getmany(timeout_ms=int(self.batch_within_s * 1000), max_records=self.batch_size)
-        self.health.last_loop = self.clock.monotonic()
+        timeout_ms = int(self.batch_within_s * 1000)
+        if self.fetch is None:
+            batch, bad = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.batch_size), []
+        else:
+            batch, bad = await self.fetch(timeout_ms, self.batch_size)
+        self.health.last_loop = self.clock.monotonic()  # type: ignore[union-attr]
+        if bad:
+            await self._undecodable(bad)
         if not batch:
             return not self.stopping
         async with self.lock:
@@ -266,6 +268,28 @@ class Worker:
                 return True
             await self.apply(batch)
         return True
+
+    async def _undecodable(self, bad: list[Any]) -> None:
+        """Record batches the client cannot decode: counted, logged once, dead-lettered, skipped."""
+        out = Output()
+        for b in bad:
+            log.error("partition %d: skipped an undecodable record batch at offsets %d..%d: %s", b.partition, b.first_offset, b.next_offset - 1, b.reason)
+            by = self.state.stats.input_errors_by_reason
+            reason = "undecodable_batch"
+            by[reason] = by.get(reason, 0) + 1
+            out.dead.append(DeadLetter(reason, b.reason, b.raw, None, Source(b.topic, b.partition, b.first_offset)))
+        await self.publish(out)
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) for /readyz: assigned, restored, and the broker answering."""
+        h = self.health
+        if not h.broker_ok:  # type: ignore[union-attr]
+            return False, h.reason  # type: ignore[union-attr]
+        if not self.state.parts and not self.restoring:
+            return False, "no partitions assigned"
+        if not self.restored():
+            return False, "restoring state from the changelog"
+        return True, "ok"
 
     def _put_back(self, batch: dict[Any, list[Any]]) -> None:
         """A rebalance came between fetch and apply. Its revoke checkpointed and committed

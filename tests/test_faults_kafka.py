@@ -95,7 +95,8 @@ def wait_counts(expected: dict[str, int], *workers: WorkerProc, timeout: float =
 
 def assert_shifts_once(bootstrap: str, topics: Topics) -> None:
     recs = run(consume_until(bootstrap, topics.shifts, lambda r: len(r) >= len(SHIFTED), timeout=90, settle=6))
-    docs = json_values(recs)
+    # Several keys shifting together also page once as an incident on the same topic.
+    docs = [d for d in json_values(recs) if d["type"] != "incident"]
     assert sorted(d["key"] for d in docs) == sorted(SHIFTED), docs
     for d in docs:
         assert d["type"] == "shift" and abs(d["at"] - (T0 + 400)) <= 30
