@@ -18,9 +18,12 @@ from typing import Any
 
 from aiokafka.errors import (
     AuthenticationFailedError,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
     IllegalSaslStateError,
     KafkaConnectionError,
     SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
     UnsupportedSaslMechanismError,
 )
 from aiokafka.helpers import create_ssl_context
@@ -349,6 +352,8 @@ def _explain(exc: BaseException, conn: KafkaConnection | None) -> str | None:
             return str(e)
         if isinstance(e, _AUTH_ERRORS):
             return f"authentication failed{who}: {_one_line(e)}"
+        if isinstance(e, (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)):
+            return f"authorization failed{who}: the broker's ACLs deny it: {_one_line(e)}"
         if isinstance(e, UnsupportedSaslMechanismError):
             return f"authentication failed{who}: the broker does not offer this SASL mechanism: {_one_line(e)}"
         if isinstance(e, ssl.SSLCertVerificationError):
@@ -410,7 +415,7 @@ async def check_connection(conn: KafkaConnection, timeout_s: float = 10.0) -> No
         except Exception as e:  # classified below; anything unknown counts as unreachable
             fatal = explain_kafka_error(e, conn)
             if fatal is not None:
-                cls = KafkaAuthError if fatal.startswith("authentication") else KafkaTLSError
+                cls = KafkaAuthError if fatal.startswith(("authentication", "authorization")) else KafkaTLSError
                 raise cls(f"{fatal} [broker {hostport}]") from None
             unreachable.append(f"{hostport}: {_unreachable_reason(e, conn)}")
     raise KafkaUnreachable(f"no Kafka broker reachable ({conn.security_protocol}): " + "; ".join(unreachable))

@@ -177,3 +177,12 @@ def test_direct_construction_parses_a_url_string():
     assert c.bootstrap == ("a:1", "b:2") and c.compression == "zstd"
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         KafkaConnection("kafka://nohost")
+
+
+def test_acl_denials_are_explained_as_authorization_failures():
+    from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+
+    c = sasl()
+    assert explain_kafka_error(TopicAuthorizationFailedError("events"), c).startswith(
+        "authorization failed (SASL SCRAM-SHA-512 as user alice): the broker's ACLs deny it")
+    assert explain_kafka_error(GroupAuthorizationFailedError("shiftwatch"), c).startswith("authorization failed")
