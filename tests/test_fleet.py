@@ -69,6 +69,16 @@ def test_the_window_engine_gives_the_real_pipelines_shifts(small):
     assert len(via_pipeline) > 0
 
 
+def test_pooling_in_the_window_engine_is_the_pipelines(small):
+    from detectors.seasonal import SeasonalShiftDetector
+
+    via_pipeline = fl.run_pipeline(small, SeasonalShiftDetector)  # the Pipeline pools by default
+    via_windows = fl.run_windows(small, SeasonalShiftDetector, pool=True)
+    key = lambda r: (r.key, r.kind, r.at, r.direction)  # noqa: E731
+    assert sorted(map(key, via_pipeline)) == sorted(map(key, via_windows))
+    assert any(s.rate < 1 for s in small.specs)
+
+
 def test_json_lines_decode_to_the_fleets_events(small, tmp_path):
     path = tmp_path / "fleet.jsonl"
     n = small.write_jsonl(str(path))
