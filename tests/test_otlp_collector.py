@@ -119,6 +119,7 @@ def _config(path: Path, port: int, bootstrap: str, topics: dict[str, str]) -> No
         f"""  kafka/{enc}:
     brokers: ["{bootstrap}"]
     sending_queue: {{enabled: false}}
+    partition_metrics_by_resource_attributes: true
     traces: {{topic: {topics['traces_' + enc]}, encoding: otlp_{enc}}}
     metrics: {{topic: {topics['metrics_' + enc]}, encoding: otlp_{enc}}}
 """ for enc in ("proto", "json"))
