@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -348,6 +349,46 @@ class KafkaBroker:
                 await admin.close()
 
         asyncio.run(go())
+
+    # Record batch v2 header up to the record count: base offset, length, leader epoch, magic,
+    # crc, attributes, last offset delta, timestamps, producer id/epoch, base sequence, count.
+    BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")
+
+    def segment(self, topic: str, partition: int) -> Path:
+        """The partition's first log segment (tests write little, so it holds everything)."""
+        return self.workdir / "data" / f"{topic}-{partition}" / "00000000000000000000.log"
+
+    def stored_batches(self, topic: str, partition: int) -> list[tuple[int, int, tuple]]:
+        """(file position, total length, header fields) of each batch as the broker stored it."""
+        data, out, pos = self.segment(topic, partition).read_bytes(), [], 0
+        while pos + self.BATCH_HEADER.size <= len(data):
+            f = self.BATCH_HEADER.unpack_from(data, pos)
+            out.append((pos, 12 + f[1], f))
+            pos += 12 + f[1]
+        return out
+
+    def corrupt_batch(self, topic: str, partition: int, base_offset: int, how: str) -> None:
+        """Alter the stored batch starting at base_offset in place, as bit rot or a foreign writer
+        would: how='codec' sets codec id 5 (unknown to every client), how='payload' scrambles 8
+        bytes mid-batch. The CRC32C is recomputed, so a client gets as far as decoding. (The
+        broker validates batches on produce: an undecodable one cannot be produced.)"""
+        from aiokafka.record._crc32c import crc as crc32c
+
+        path = self.segment(topic, partition)
+        buf = bytearray(path.read_bytes())
+        pos, size, f = next(b for b in self.stored_batches(topic, partition) if b[2][0] == base_offset)
+        if how == "codec":
+            struct.pack_into(">h", buf, pos + 21, (f[5] & ~7) | 5)
+        elif how == "payload":
+            mid = pos + self.BATCH_HEADER.size + (size - self.BATCH_HEADER.size) // 2
+            for i in range(mid, mid + 8):
+                buf[i] ^= 0x5A
+        else:
+            raise ValueError(f"how must be 'codec' or 'payload', not {how!r}")
+        struct.pack_into(">I", buf, pos + 17, crc32c(buf[pos + 21:pos + size]))
+        with open(path, "r+b") as fh:
+            fh.seek(pos)
+            fh.write(buf[pos:pos + size])
 
     def tail(self, n: int = 40) -> str:
         try:

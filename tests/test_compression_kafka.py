@@ -1,20 +1,18 @@
 """Every codec a producer may use is read; a batch nobody can decode is skipped, not retried forever.
 
 The undecodable batches are made on the real broker: produced normally, then altered in
-the broker's own log segment (CRC32C recomputed, so only decoding fails) — the broker
-validates batches on produce, so a bad one cannot be sent in; on disk (bit rot, a buggy
-proxy or a foreign client writing a codec id this client lacks) is where they come from."""
+the broker's own log segment (KafkaBroker.corrupt_batch; CRC32C recomputed, so only
+decoding fails). The broker validates batches on produce, so a bad one cannot be sent
+in; on disk (bit rot, a buggy proxy or a foreign client writing a codec id this client
+lacks) is where they come from."""
 
 from __future__ import annotations
 
 import asyncio
-import struct
 import uuid
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.record._crc32c import crc as crc32c
 
 from stream.connection import DECODE_ERRORS, KafkaConnection, UndecodableBatch, getmany_skipping
 
@@ -22,41 +20,6 @@ pytestmark = pytest.mark.kafka
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 CODEC_ID = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
-# Record batch v2 header up to the record count (big endian).
-HEADER = struct.Struct(">qiibIhiqqqhii")
-
-
-def stored_batches(broker, topic: str, partition: int) -> list[tuple[int, int, tuple]]:
-    """(file position, total length, header fields) of each batch in the partition's first segment."""
-    path = segment(broker, topic, partition)
-    data, out, pos = path.read_bytes(), [], 0
-    while pos + HEADER.size <= len(data):
-        f = HEADER.unpack_from(data, pos)
-        out.append((pos, 12 + f[1], f))
-        pos += 12 + f[1]
-    return out
-
-
-def segment(broker, topic: str, partition: int) -> Path:
-    return broker.workdir / "data" / f"{topic}-{partition}" / "00000000000000000000.log"
-
-
-def corrupt(broker, topic: str, partition: int, base_offset: int, how: str) -> None:
-    """Alter one stored batch in place: 'codec' sets codec id 5 (unknown), 'payload' scrambles
-    compressed bytes. The CRC is recomputed so the client gets as far as decoding."""
-    path = segment(broker, topic, partition)
-    buf = bytearray(path.read_bytes())
-    pos, size, f = next(b for b in stored_batches(broker, topic, partition) if b[2][0] == base_offset)
-    if how == "codec":
-        struct.pack_into(">h", buf, pos + 21, (f[5] & ~7) | 5)
-    else:
-        mid = pos + HEADER.size + (size - HEADER.size) // 2
-        for i in range(mid, mid + 8):
-            buf[i] ^= 0x5A
-    struct.pack_into(">I", buf, pos + 17, crc32c(buf[pos + 21:pos + size]))
-    with open(path, "r+b") as fh:
-        fh.seek(pos)
-        fh.write(buf[pos:pos + size])
 
 
 async def send_batch(conn: KafkaConnection, topic: str, partition: int, values: list[bytes]) -> int:
@@ -87,7 +50,7 @@ def test_every_codec_in_one_topic_is_read(kafka_broker):
             asyncio.run(send_batch(conn_for(kafka_broker, codec), topic, part, values))
             want += values
     # The broker kept each batch as produced (topic compression.type=producer).
-    stored = {f[5] & 7 for part in (0, 1) for _, _, f in stored_batches(kafka_broker, topic, part)}
+    stored = {f[5] & 7 for part in (0, 1) for _, _, f in kafka_broker.stored_batches(topic, part)}
     assert stored == set(CODEC_ID.values())
 
     async def read_all() -> list[bytes]:
@@ -132,8 +95,8 @@ def damaged_topic(kafka_broker):
 
     bad1, bad2 = asyncio.run(fill())
     assert (bad1, bad2) == (50, 100)
-    corrupt(kafka_broker, topic, 1, bad1, "payload")
-    corrupt(kafka_broker, topic, 1, bad2, "codec")
+    kafka_broker.corrupt_batch(topic, 1, bad1, "payload")
+    kafka_broker.corrupt_batch(topic, 1, bad2, "codec")
     return topic
 
 
