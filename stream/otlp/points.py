@@ -9,7 +9,7 @@ sketch conversion need, nothing protobuf.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,9 +44,6 @@ class Hist:
     scale: int | None = None  # exponential points
     offset: int = 0  # index of counts[0] (exponential)
     zero: int = 0  # exponential zero bucket
-
-    def with_times(self, start_ns: int, time_ns: int) -> "Hist":
-        return replace(self, start_ns=start_ns, time_ns=time_ns)
 
 
 def _counts(values: Any, what: str) -> np.ndarray:
