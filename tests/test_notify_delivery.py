@@ -161,13 +161,16 @@ class Harness:
     async def _dead(self, v: bytes) -> None:
         self.dead.append(json.loads(v))
 
+    def notifier(self, session: aiohttp.ClientSession) -> Notifier:
+        rng = random.Random(0)
+        return Notifier(self.cfg, [make_sink(c) for c in self.cfg.sinks], self.store, session, self._dead,
+                        self.metrics, Redactor(self.cfg.secrets()),
+                        lambda: RetryPolicy(self.cfg.max_attempts, 0.01, 0.02, rng), Recorder().sleep)
+
     def handle(self, *events, raw: list[bytes] | None = None) -> None:
         async def go():
             async with aiohttp.ClientSession() as s:
-                rng = random.Random(0)
-                n = Notifier(self.cfg, [make_sink(c) for c in self.cfg.sinks], self.store, s, self._dead,
-                             self.metrics, Redactor(self.cfg.secrets()),
-                             lambda: RetryPolicy(self.cfg.max_attempts, 0.01, 0.02, rng), Recorder().sleep)
+                n = self.notifier(s)
                 for i, ev in enumerate(events):
                     body = raw[i] if raw else json.dumps(ev).encode()
                     await n.handle(body, {"topic": "t", "partition": 0, "offset": i})
@@ -296,3 +299,53 @@ def test_the_log_filter_masks_secrets_in_messages_args_and_tracebacks():
     assert red.filter(rec)
     assert "SECRET" not in rec.getMessage() and "<secret env SLACK_URL>" in rec.getMessage()
     assert "SECRET" not in rec.exc_text and "refused" in rec.exc_text
+
+
+def test_a_slow_sink_holds_back_only_itself_and_the_commit(server):
+    from stream.notify.dispatch import Dispatcher
+
+    server.plan["/slack"] = [("slow", 1.5)]
+    h = Harness(config(server))
+    evs = [shift(f"k{i}") for i in range(5)]
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            d = Dispatcher(h.notifier(s))
+            d.start()
+            await d.submit("t", 0, 0, b"{broken")  # dead-lettered at once, nothing to wait for
+            for i, ev in enumerate(evs, start=1):
+                await d.submit("t", 0, i, json.dumps(ev).encode())
+            while len(server.requests(SECRET_PATH)) < 5 or len(server.annotations) < 5:
+                await asyncio.sleep(0.01)
+            assert len(server.requests("/slack")) == 1, "Slack is still on its first, slow request"
+            assert d.committable() == {("t", 0): 1}, "nothing past the first record Slack has not finished"
+            await d.drain(10)
+            assert d.idle and d.committable() == {("t", 0): 6}
+            await d.close()
+
+    asyncio.run(go())
+    keys = [r.headers["Idempotency-Key"] for r in server.requests("/slack")]
+    assert keys == [f"shift:{e['id']}" for e in evs], "each sink keeps the topic's order"
+    assert [d["reason"] for d in h.dead] == ["invalid_json"]
+
+
+def test_revoked_partitions_are_dropped_from_the_queues(server):
+    from stream.notify.dispatch import Dispatcher
+
+    server.plan["/slack"] = [("slow", 0.5)]
+    h = Harness(config(server))
+
+    async def go():
+        async with aiohttp.ClientSession() as s:
+            d = Dispatcher(h.notifier(s))
+            d.start()
+            for i in range(4):
+                await d.submit("t", 0, i, json.dumps(shift(f"k{i}")).encode())
+            await asyncio.sleep(0.2)
+            d.forget({("t", 0)})
+            await asyncio.sleep(1.0)
+            assert d.committable() == {} and d.idle
+            await d.close()
+
+    asyncio.run(go())
+    assert len(server.requests("/slack")) == 1, "only the request in flight at the revoke went out"

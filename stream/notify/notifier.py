@@ -73,21 +73,27 @@ class Notifier:
 
     async def handle(self, raw: bytes | None, source: Mapping[str, Any]) -> None:
         """Deliver one shift-topic record to every sink (concurrently); returns when all are final."""
+        ev = await self.prepare(raw, source)
+        if ev is not None:
+            await asyncio.gather(*(self.deliver(s, ev, raw or b"", source) for s in self.sinks))
+
+    async def prepare(self, raw: bytes | None, source: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The event to deliver, or None: another record type, or unreadable (dead-lettered once)."""
         ev, reason = parse_event(raw)
         if reason == "ignored":
-            return
+            return None
         if ev is None:
             where = f"record:{source.get('topic')}:{source.get('partition')}:{source.get('offset')}"
             if self.store.get("-", where):
-                return  # re-read after a restart: dead-lettered already
+                return None  # re-read after a restart: dead-lettered already
             self.metrics.invalid.inc()
             log.warning("unreadable shift-topic record at %s: %s", dict(source), reason)
             await self._dead(reason, f"shift-topic record: {reason}", None, None, raw, source)
             await self.store.put("-", where, {"outcome": "dead_letter"})
-            return
-        await asyncio.gather(*(self._deliver(s, ev, raw or b"", source) for s in self.sinks))
+            return None
+        return ev
 
-    async def _deliver(self, sink: Sink, ev: dict[str, Any], raw: bytes, source: Mapping[str, Any]) -> None:
+    async def deliver(self, sink: Sink, ev: dict[str, Any], raw: bytes, source: Mapping[str, Any]) -> None:
         idem = idempotency_key(ev)
         state = self.store.get(sink.name, idem)
         if state and state.get("outcome") in ("delivered", "dead_letter", "filtered"):

@@ -1,9 +1,10 @@
 """``shiftwatch notify``: a consumer group on the shift topic feeding the sinks.
 
-One record at a time: every sink finishes it (delivered, filtered, duplicate or
-dead-lettered, all recorded in the delivered topic) before its offset is committed.
-A crash therefore re-reads at most the records after the last commit, and the
-delivered topic keeps them from being posted twice.
+Each sink has its own queue (``dispatch``) and delivers in topic order at its own pace;
+a partition's offset is committed up to its first record some sink has not finished
+(delivered, filtered, duplicate or dead-lettered, all recorded in the delivered topic).
+A crash therefore re-reads only unfinished records, and the delivered topic keeps the
+ones a sink did finish from being posted twice.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, TopicAlreadyExistsError
 from prometheus_client import generate_latest
 
 from .config import ConfigError, NotifyConfig, load_config
 from .delivery import RetryPolicy
+from .dispatch import Dispatcher
 from .notifier import Notifier, NotifyMetrics
 from .secrets import Redactor
 from .sinks import make_sink
@@ -94,14 +96,20 @@ def _web(metrics: NotifyMetrics, ready: asyncio.Event) -> web.Application:
     return app
 
 
-class _Assigned(ConsumerRebalanceListener):
-    """On assignment, read what other notifiers delivered meanwhile."""
+class _Rebalance(ConsumerRebalanceListener):
+    """Revoked: commit what every sink finished, drop the rest (the next owner re-reads it).
+    Assigned: read what other notifiers delivered meanwhile, then report ready."""
 
     def __init__(self, store: DeliveredStore, ready: asyncio.Event) -> None:
         self.store, self.ready = store, ready
+        self.consumer: AIOKafkaConsumer | None = None
+        self.dispatcher: Dispatcher | None = None
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        pass
+        if self.consumer is not None and self.dispatcher is not None and revoked:
+            gone = {(tp.topic, tp.partition) for tp in revoked}
+            await _commit(self.consumer, self.dispatcher, only=gone)
+            self.dispatcher.forget(gone)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.store.catch_up()
@@ -128,6 +136,7 @@ async def notify_async(clients: Clients, shift_topic: str, cfg: NotifyConfig, st
         async with aiohttp.ClientSession() as session:
             notifier = Notifier(cfg, [make_sink(s) for s in cfg.sinks], store, session,
                                 lambda v: producer.send_and_wait(cfg.dead_letter_topic, v), metrics, redact, policy)
+            dispatcher = Dispatcher(notifier)
             consumer = AIOKafkaConsumer(**{
                 **clients.consumer, "group_id": cfg.group, "enable_auto_commit": False, "auto_offset_reset": cfg.start,
                 "fetch_max_wait_ms": 100,  # a shift waits at most this long in an idle fetch
@@ -135,9 +144,11 @@ async def notify_async(clients: Clients, shift_topic: str, cfg: NotifyConfig, st
                 "heartbeat_interval_ms": max(100, int(cfg.session_timeout_s * 100)),
             })
             await consumer.start()
-            consumer.subscribe([shift_topic], listener=_Assigned(store, ready))
+            listener = _Rebalance(store, ready)
+            listener.consumer, listener.dispatcher = consumer, dispatcher
+            consumer.subscribe([shift_topic], listener=listener)
             log.info("notify: group %s on %s, %d sink(s): %s", cfg.group, shift_topic, len(cfg.sinks), ", ".join(f"{s.name} ({s.type})" for s in cfg.sinks))
-            await _loop(consumer, notifier, stop)
+            await _loop(consumer, dispatcher, stop, cfg.timeout_s)
     finally:
         if consumer is not None:
             await consumer.stop()
@@ -145,23 +156,39 @@ async def notify_async(clients: Clients, shift_topic: str, cfg: NotifyConfig, st
         await runner.cleanup()
 
 
-async def _loop(consumer: AIOKafkaConsumer, notifier: Notifier, stop: asyncio.Event) -> None:
-    """Each record is finished for every sink before the next; offsets are committed per
-    fetched batch (a crash re-reads at most one batch, which the store de-duplicates)."""
-    while not stop.is_set():
-        batch = await consumer.getmany(timeout_ms=300, max_records=100)
-        done = {}
-        for tp, records in batch.items():
-            for rec in records:
-                await notifier.handle(rec.value, {"topic": tp.topic, "partition": tp.partition, "offset": rec.offset})
-                done[tp] = rec.offset + 1
-                if stop.is_set():
-                    break
-        if done:
-            try:
-                await consumer.commit(done)
-            except (CommitFailedError, IllegalStateError) as e:
-                log.warning("offset commit failed (%s); the records are re-read and de-duplicated", e)
+async def _loop(consumer: AIOKafkaConsumer, dispatcher: Dispatcher, stop: asyncio.Event, drain_s: float) -> None:
+    """Fetch, queue per sink, commit what all sinks finished; pause fetching while a sink's
+    queue is full (the consumer keeps polling, so it stays in the group)."""
+    dispatcher.start()
+    try:
+        while not stop.is_set() and dispatcher.error is None:
+            assigned = consumer.assignment()
+            (consumer.pause if dispatcher.full else consumer.resume)(*assigned)
+            batch = await consumer.getmany(timeout_ms=100, max_records=100)
+            for tp, records in batch.items():
+                for rec in records:
+                    await dispatcher.submit(tp.topic, tp.partition, rec.offset, rec.value)
+            await _commit(consumer, dispatcher)
+        await dispatcher.drain(drain_s)
+        await _commit(consumer, dispatcher)
+    finally:
+        await dispatcher.close()
+    if dispatcher.error is not None:
+        raise dispatcher.error
+
+
+async def _commit(consumer: AIOKafkaConsumer, dispatcher: Dispatcher, only: set[tuple[str, int]] | None = None) -> None:
+    assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    todo = {TopicPartition(t, p): off for (t, p), off in dispatcher.committable().items()
+            if (t, p) in assigned and (only is None or (t, p) in only) and dispatcher.committed.get((t, p)) != off}
+    if not todo:
+        return
+    try:
+        await consumer.commit(todo)
+    except (CommitFailedError, IllegalStateError) as e:
+        log.warning("offset commit failed (%s); the records are re-read and de-duplicated", e)
+        return
+    dispatcher.committed.update({(tp.topic, tp.partition): off for tp, off in todo.items()})
 
 
 def run_notify(broker: str, shift_topic: str, config_path: str, web_port: int | None = None,
