@@ -57,6 +57,8 @@ class Consumer(Protocol):
 
     def seek(self, tp: Any, offset: int) -> None: ...
 
+    async def committed(self, tp: Any) -> int | None: ...
+
 
 class Producer(Protocol):
     """The part of ``AIOKafkaProducer`` the worker uses."""
@@ -124,6 +126,8 @@ class Worker:
             self.health = Health(started=self.clock.monotonic())
         #: partition -> offset last committed by this worker.
         self.committed: dict[int, int] = {}
+        #: partitions revoked with their state kept (and the offset it reflects) until the next assignment.
+        self.kept: dict[int, int] = {}
 
     # -- outputs ----------------------------------------------------------
     async def publish(self, out: Output, origin: dict[tuple[int, int], Any] | None = None) -> None:
@@ -198,29 +202,53 @@ class Worker:
 
     # -- rebalances -------------------------------------------------------
     async def on_revoked(self, revoked: Iterable[TP]) -> None:
-        """Partitions leave: checkpoint and commit them before the group moves them."""
+        """Partitions leave: checkpoint and commit them before the group moves them.
+
+        Their state stays in memory until the assignment that follows: a partition this
+        worker gets back, untouched by anyone else, resumes without a reload."""
         self.generation += 1
         parts = sorted(tp.partition for tp in revoked if tp.topic == self.topics.input)
         async with self.lock:
-            mine = [p for p in parts if p in self.state.parts]
+            mine = [p for p in parts if p in self.state.parts and self._restored(p)]
             if mine:
                 n = await self.checkpoint(mine)
                 log.info("partitions %s revoked: checkpointed %d keys", mine, n)
             for p in parts:
-                self.state.revoke(p)
                 task = self.restoring.pop(p, None)
                 if task is not None and not task.done():
                     task.cancel()
-            self.health.assigned = bool(self.state.parts)
+                    self.state.revoke(p)
+                elif p in mine and self.committed.get(p) == self.state.parts[p].next_offset:
+                    self.kept[p] = self.committed[p]
+                else:
+                    self.state.revoke(p)
+            self.health.assigned = False  # type: ignore[union-attr]
+
+    def _restored(self, p: int) -> bool:
+        task = self.restoring.get(p)
+        return task is None or task.done()
 
     async def on_assigned(self, assigned: Iterable[TP]) -> None:
-        """Partitions arrive: start restoring each from the changelog (awaited before its first record)."""
-        parts = sorted(tp.partition for tp in assigned if tp.topic == self.topics.input)
-        log.info("partitions %s assigned", parts)
-        for p in parts:
+        """Partitions arrive: keep the state of those we still hold (if no one else
+        committed past it meanwhile), restore the others from the changelog (awaited
+        before their first record)."""
+        tps = [tp for tp in assigned if tp.topic == self.topics.input]
+        parts = sorted(tp.partition for tp in tps)
+        kept, self.kept = self.kept, {}
+        for p in set(kept) - set(parts):
+            self.state.revoke(p)
+        reused = []
+        for tp in tps:
+            p = tp.partition
+            if p in kept:
+                if await self.consumer.committed(tp) == kept[p]:
+                    reused.append(p)
+                    continue
+                self.state.revoke(p)  # someone else moved it on: our copy is stale
             if p not in self.state.parts and p not in self.restoring:
                 self.restoring[p] = asyncio.ensure_future(self._restore(p))
-        self.health.assigned = True
+        log.info("partitions %s assigned%s", parts, f" (state kept for {sorted(reused)})" if reused else "")
+        self.health.assigned = bool(parts)  # type: ignore[union-attr]
 
     async def _restore(self, partition: int) -> None:
         self.state.restore(partition, await self.read_changelog(partition))

@@ -37,6 +37,7 @@ class Broker:
     topics: dict[str, list[tuple[int | None, bytes | None, bytes | None]]] = field(default_factory=dict)
     log: list[tuple] = field(default_factory=list)
     committed: dict[int, int] = field(default_factory=dict)
+    reads: list[int] = field(default_factory=list)
 
     def load(self, partition: int, messages: list[bytes], keys: list[bytes | None] | None = None) -> None:
         recs = self.input.setdefault(partition, [])
@@ -47,6 +48,7 @@ class Broker:
         return [json.loads(v) for _, _, v in self.topics.get(topic, [])]
 
     async def read_changelog(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        self.reads.append(partition)
         return [(k, v) for p, k, v in self.topics.get(TOPICS.changelog, []) if p == partition]
 
 
@@ -84,6 +86,9 @@ class FakeConsumer:
 
     def seek(self, tp: Any, offset: int) -> None:
         self.pos[tp] = offset
+
+    async def committed(self, tp: Any) -> int | None:
+        return self.b.committed.get(tp.partition)
 
 
 class FakeProducer:
@@ -183,6 +188,7 @@ def test_revoke_mid_window_then_reassign_restores_and_counts_each_event_once():
             await w1.step()
         assert w1.state.parts[0].pipeline.states["A"].windows, "revocation should land mid-window"
         await w1.on_revoked(set(c1.assigned))
+        await w1.on_assigned(c1.assign([]))  # the partition went to another worker
         assert 0 not in w1.state.parts and b.committed[0] == 3 * 50
         # another worker takes the partition over from the changelog
         w2, c2 = make_worker(b)
@@ -259,5 +265,36 @@ def test_dead_letters_keep_the_original_key_and_headers():
         assert [s[3] for s in sends] == [b"k1", b"k2"]
         assert all(s[4] == [("h", b"1")] for s in sends)
         assert [d["reason"] for d in b.published("dead")] == ["negative_value", "invalid_json"]
+
+    run(go())
+
+
+def test_a_rebalance_keeps_the_state_of_partitions_still_owned():
+    async def go() -> None:
+        b = Broker()
+        a, bb = data()
+        b.load(0, a)
+        b.load(1, bb)
+        w, c = make_worker(b)
+        await w.on_assigned(c.assign([0, 1]))
+        for _ in range(2):
+            await w.step()
+        kept = w.state.parts[0].pipeline.states["A"]
+        reads = list(b.reads)
+        await w.on_revoked(set(c.assigned))  # a third worker joins...
+        await w.on_assigned(c.assign([0]))  # ...and takes partition 1
+        assert w.state.parts[0].pipeline.states["A"] is kept and b.reads == reads  # no reload
+        assert 1 not in w.state.parts
+        # partition 1 comes back after its other owner moved it on: reloaded, not reused
+        other, oc = make_worker(b)
+        await other.on_assigned(oc.assign([1]))
+        await other.step()
+        await other.shutdown()
+        await w.on_revoked(set(c.assigned))
+        await w.on_assigned(c.assign([0, 1]))
+        await drain(w)
+        await w.shutdown()
+        assert b.reads == reads + [1, 1]  # the other worker's restore, then ours
+        assert w.state.stats.accepted - w.state.stats.replayed + other.state.stats.accepted == sum(len(json.loads(m)) for m in a + bb)
 
     run(go())
