@@ -144,3 +144,27 @@ def test_undecodable_batches_are_skipped_and_no_other_record_is_lost(kafka_broke
     assert bad[0].reason.startswith("DecompressionError: lz4")
     assert bad[1].reason == "UnsupportedCodecError: Unknown compression codec 0x05"
     assert all(b.topic == damaged_topic and b.skipped_offsets == 20 and len(b.raw) > 61 for b in bad)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_topic_level_compression_is_read(kafka_broker, codec):
+    """compression.type set on the topic: the broker recompresses whatever comes in. With zstd,
+    clients that fetch with Fetch < v10 get UNSUPPORTED_COMPRESSION_TYPE (aiokafka #1112)."""
+    topic = f"topic-{codec}-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, 1, **{"compression.type": codec})
+    values = [f"{codec}-{i}-".encode() * 5 for i in range(200)]
+    asyncio.run(send_batch(conn_for(kafka_broker, "none"), topic, 0, values))
+    assert {f[5] & 7 for _, _, f in kafka_broker.stored_batches(topic, 0)} == {CODEC_ID[codec]}
+
+    async def read_all() -> list[bytes]:
+        c = AIOKafkaConsumer(topic, **conn_for(kafka_broker).consumer_kwargs(group_id=f"g-{topic}", auto_offset_reset="earliest"))
+        await c.start()
+        got: list[bytes] = []
+        try:
+            while len(got) < len(values):
+                got += [r.value for recs in (await asyncio.wait_for(c.getmany(timeout_ms=500), 30)).values() for r in recs]
+        finally:
+            await c.stop()
+        return got
+
+    assert asyncio.run(asyncio.wait_for(read_all(), 60)) == values
