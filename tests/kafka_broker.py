@@ -370,8 +370,9 @@ class KafkaBroker:
     def corrupt_batch(self, topic: str, partition: int, base_offset: int, how: str) -> None:
         """Alter the stored batch starting at base_offset in place, as bit rot or a foreign writer
         would: how='codec' sets codec id 5 (unknown to every client), how='payload' scrambles 8
-        bytes mid-batch. The CRC32C is recomputed, so a client gets as far as decoding. (The
-        broker validates batches on produce: an undecodable one cannot be produced.)"""
+        bytes mid-batch, both with the CRC32C recomputed so a client gets as far as decoding;
+        how='bitrot' scrambles them and leaves the CRC (the client's CRC check fails). The
+        broker validates batches on produce: an undecodable one cannot be produced."""
         from aiokafka.record._crc32c import crc as crc32c
 
         path = self.segment(topic, partition)
@@ -379,13 +380,14 @@ class KafkaBroker:
         pos, size, f = next(b for b in self.stored_batches(topic, partition) if b[2][0] == base_offset)
         if how == "codec":
             struct.pack_into(">h", buf, pos + 21, (f[5] & ~7) | 5)
-        elif how == "payload":
+        elif how in ("payload", "bitrot"):
             mid = pos + self.BATCH_HEADER.size + (size - self.BATCH_HEADER.size) // 2
             for i in range(mid, mid + 8):
                 buf[i] ^= 0x5A
         else:
-            raise ValueError(f"how must be 'codec' or 'payload', not {how!r}")
-        struct.pack_into(">I", buf, pos + 17, crc32c(buf[pos + 21:pos + size]))
+            raise ValueError(f"how must be 'codec', 'payload' or 'bitrot', not {how!r}")
+        if how != "bitrot":
+            struct.pack_into(">I", buf, pos + 17, crc32c(buf[pos + 21:pos + size]))
         with open(path, "r+b") as fh:
             fh.seek(pos)
             fh.write(buf[pos:pos + size])

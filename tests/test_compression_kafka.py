@@ -168,3 +168,37 @@ def test_topic_level_compression_is_read(kafka_broker, codec):
         return got
 
     assert asyncio.run(asyncio.wait_for(read_all(), 60)) == values
+
+
+def test_a_batch_failing_its_crc_is_skipped_too(kafka_broker):
+    """Plain bit rot: the stored CRC no longer matches (aiokafka checks CRCs by default)."""
+    topic = f"bitrot-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, 1)
+    plain = conn_for(kafka_broker)
+
+    async def fill() -> int:
+        await send_batch(plain, topic, 0, [b"a%d" % i for i in range(10)])
+        bad = await send_batch(plain, topic, 0, [b"rotten-%d" % i for i in range(10)])
+        await send_batch(plain, topic, 0, [b"b%d" % i for i in range(10)])
+        return bad
+
+    bad_at = asyncio.run(fill())
+    kafka_broker.corrupt_batch(topic, 0, bad_at, "bitrot")
+
+    async def go() -> tuple[list[bytes], list[UndecodableBatch]]:
+        c = AIOKafkaConsumer(topic, **plain.consumer_kwargs(group_id=f"g-{topic}", auto_offset_reset="earliest"))
+        await c.start()
+        got, bad = [], []
+        try:
+            while len(got) < 20 or not bad:
+                records, skipped = await getmany_skipping(c, timeout_ms=500)
+                got += [r.value for recs in records.values() for r in recs]
+                bad += skipped
+        finally:
+            await c.stop()
+        return got, bad
+
+    got, bad = asyncio.run(asyncio.wait_for(go(), 60))
+    assert got == [b"a%d" % i for i in range(10)] + [b"b%d" % i for i in range(10)]
+    assert [(b.first_offset, b.next_offset) for b in bad] == [(10, 20)]
+    assert bad[0].reason.startswith("CorruptRecordException") and "Invalid CRC" in bad[0].reason
