@@ -1,8 +1,8 @@
-"""Per-key shift detection over percentile snapshots (p50/p90/p99 every interval).
+"""Per-key shift detection over percentile snapshots (e.g. p50/p90/p99 every interval).
 
 Why: the stream closes one snapshot per key and interval; a shift is a lasting move
 of one or more of its percentiles. E-Divisive on the log of each metric over a bounded
-window proposes where the current regime split; a pooled t-test between the whole
+window proposes where the current regime split; Welch's t-test between the whole
 baseline and the whole new regime confirms it. Guards against the usual false alarms:
 
 * snapshots with fewer than ``min_count`` samples are not evidence (small samples lie);
@@ -27,13 +27,14 @@ from operator import attrgetter
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from scipy.special import stdtr
 
 from ._envelope import open_envelope, seal
 from .base import DEFAULT_METRICS, StreamingDetector
-from .edivisive import split_weak, ttest
+from .edivisive import split_weak
 from .records import Direction, MetricChange, ShiftDecision
 
-__all__ = ["SnapshotShiftDetector"]
+__all__ = ["SnapshotShiftDetector", "welch_ttest"]
 
 _VERSION = 2
 _HEAD_LEN = struct.Struct("<I")
@@ -43,6 +44,29 @@ _MAX_REPORTED = 256
 _U32 = 0xFFFFFFFF
 _MAX_COUNT = 1 << 62
 _F32_MAX = float(np.finfo(np.float32).max)
+
+
+
+def welch_ttest(left: np.ndarray, right: np.ndarray) -> tuple[float, float, float, float, float]:
+    """(mean_left, mean_right, std_left, std_right, two-sided p) of Welch's t-test.
+
+    Why Welch: a new regime often has another spread than the baseline (a tail that
+    grew, a brownout), so the variances are not pooled; sample deviations (ddof=1)
+    and Welch–Satterthwaite degrees of freedom. Fewer than 2 points on a side: p = 1.
+    Zero spread on both sides: p = 0 when the means differ, nan when they do not.
+    """
+    n1, n2 = len(left), len(right)
+    m1, m2 = float(left.mean()), float(right.mean())
+    if n1 < 2 or n2 < 2:
+        return m1, m2, 0.0, 0.0, 1.0
+    v1, v2 = float(left.var(ddof=1)), float(right.var(ddof=1))
+    a, b = v1 / n1, v2 / n2
+    se2 = a + b
+    if se2 == 0.0:
+        return m1, m2, 0.0, 0.0, (math.nan if m1 == m2 else 0.0)
+    df = se2 * se2 / (a * a / (n1 - 1) + b * b / (n2 - 1))
+    p = 2.0 * float(stdtr(df, -abs(m1 - m2) / math.sqrt(se2)))
+    return m1, m2, math.sqrt(v1), math.sqrt(v2), p
 
 
 class _Layout:
@@ -81,6 +105,8 @@ class _Params:
     min_before: int
     min_after: int
     max_pvalue: float
+    list_pvalue: float
+    inner_pvalue: float
     candidate_pvalue: float
     min_relative_change: float
     revalidate: int
@@ -120,7 +146,9 @@ class SnapshotShiftDetector(StreamingDetector):
         history: int = 120,
         min_before: int = 10,
         min_after: int = 5,
-        max_pvalue: float = 1e-5,
+        max_pvalue: float = 2e-3,
+        list_pvalue: float = 1e-2,
+        inner_pvalue: float = 1e-4,
         candidate_pvalue: float = 1e-3,
         min_relative_change: float = 0.1,
         revalidate: int = 10,
@@ -135,7 +163,7 @@ class SnapshotShiftDetector(StreamingDetector):
             raise ValueError("min_before and min_after must be >= 2")
         if history < min_before + min_after:
             raise ValueError("history must hold min_before + min_after snapshots")
-        if not (0 < max_pvalue < 1 and 0 < candidate_pvalue < 1):
+        if not all(0 < p < 1 for p in (max_pvalue, list_pvalue, inner_pvalue, candidate_pvalue)) or list_pvalue < max_pvalue:
             raise ValueError("p-values must be in (0, 1)")
         if min_count < 0 or min_relative_change < 0 or revalidate < 0 or not 1 <= confirm <= min_after or not 0.5 <= min_fraction <= 1.0:
             raise ValueError("bad parameter")
@@ -147,6 +175,8 @@ class SnapshotShiftDetector(StreamingDetector):
             int(min_before),
             int(min_after),
             float(max_pvalue),
+            float(list_pvalue),
+            float(inner_pvalue),
             float(candidate_pvalue),
             float(min_relative_change),
             int(revalidate),
@@ -323,16 +353,19 @@ class SnapshotShiftDetector(StreamingDetector):
         return idx[k:], self._times(rows), rows["n"].astype(np.int64), logs
 
     def _metric_change(self, name: str, y: np.ndarray, c: int) -> tuple[MetricChange, float]:
-        mb, ma, _, _, p = ttest(y[:c], y[c:])
+        mb, ma, _, _, p = welch_ttest(y[:c], y[c:])
         before, after = math.exp(mb), math.exp(ma)
         return MetricChange(name, before, after, after / before - 1.0, p), ma - mb
 
-    def _moved(self, logs: np.ndarray, c: int) -> list[tuple[MetricChange, float]]:
+    def _moved(self, logs: np.ndarray, c: int, listing: bool = False) -> list[tuple[MetricChange, float]]:
         out = []
+        lp = self.list_pvalue if listing else self.max_pvalue
         for j, name in enumerate(self.metrics):
             ch, d = self._metric_change(name, logs[:, j], c)
-            if ch.pvalue <= self.max_pvalue and abs(ch.relative_change) >= self.min_relative_change:
+            if ch.pvalue <= lp and abs(ch.relative_change) >= self.min_relative_change:
                 out.append((ch, d))
+        if listing and not any(ch.pvalue <= self.max_pvalue for ch, _ in out):
+            return []
         return out
 
     def _significant_inner(self, y: np.ndarray, c: int, cps: list[int]) -> bool:
@@ -341,8 +374,8 @@ class SnapshotShiftDetector(StreamingDetector):
         for c2 in cps:
             k = c2 - c
             if 0 < k < len(seg):
-                mb, ma, _, _, p = ttest(seg[:k], seg[k:])
-                if p <= self.max_pvalue and abs(math.exp(ma - mb) - 1.0) >= self.min_relative_change:
+                mb, ma, _, _, p = welch_ttest(seg[:k], seg[k:])
+                if p <= self.inner_pvalue and abs(math.exp(ma - mb) - 1.0) >= self.min_relative_change:
                     return True
         return False
 
@@ -378,7 +411,7 @@ class SnapshotShiftDetector(StreamingDetector):
                 continue
             if self._was_reported(int(idx[c])):
                 continue
-            moved = self._moved(logs, c)
+            moved = self._moved(logs, c, listing=True)
             if not moved:
                 continue
             vetoed = {-1 - j for j in who if j < 0}
@@ -443,7 +476,7 @@ class SnapshotShiftDetector(StreamingDetector):
             return None
         reg = logs[c:]
         for j in range(len(self.metrics)):
-            if split_weak(reg[:, j], len(reg), self.max_pvalue):
+            if split_weak(reg[:, j], len(reg), self.inner_pvalue):
                 return None
         changes = tuple(self._metric_change(m, logs[:, self.metrics.index(m)], c)[0] for m in last.metrics)
         p = min(ch.pvalue for ch in changes)
@@ -473,6 +506,8 @@ class SnapshotShiftDetector(StreamingDetector):
             "min_before": self.min_before,
             "min_after": self.min_after,
             "max_pvalue": self.max_pvalue,
+            "list_pvalue": self.list_pvalue,
+            "inner_pvalue": self.inner_pvalue,
             "candidate_pvalue": self.candidate_pvalue,
             "min_relative_change": self.min_relative_change,
             "revalidate": self.revalidate,
@@ -548,6 +583,9 @@ class SnapshotShiftDetector(StreamingDetector):
                 min_before=int(cfg["min_before"]),
                 min_after=int(cfg["min_after"]),
                 max_pvalue=float(cfg["max_pvalue"]),
+                # States written before these existed (2026-12) get today's defaults.
+                list_pvalue=float(cfg.get("list_pvalue", max(1e-2, float(cfg["max_pvalue"])))),
+                inner_pvalue=float(cfg.get("inner_pvalue", 1e-4)),
                 candidate_pvalue=float(cfg["candidate_pvalue"]),
                 min_relative_change=float(cfg["min_relative_change"]),
                 revalidate=int(cfg["revalidate"]),

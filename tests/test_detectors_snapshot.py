@@ -263,3 +263,41 @@ def test_times_are_kept_exactly(times, wide):
     assert d._lay.wide == wide
     assert json.loads(d._to_bytes_v1()[1:])["t"] == times[-15:]
     assert SnapshotShiftDetector.from_bytes(d.to_bytes()).to_bytes() == d.to_bytes()
+
+
+def test_pvalues_are_welch_unequal_variance_with_sample_deviations():
+    from scipy.stats import ttest_ind
+
+    from detectors.snapshot import welch_ttest
+
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        a = rng.normal(0.0, rng.uniform(0.1, 2.0), rng.integers(2, 60))
+        b = rng.normal(rng.normal(0, 1), rng.uniform(0.1, 2.0), rng.integers(2, 12))
+        ma, mb, sa, sb, p = welch_ttest(a, b)
+        assert p == pytest.approx(ttest_ind(a, b, equal_var=False).pvalue, rel=1e-9)
+        assert sa == pytest.approx(a.std(ddof=1)) and sb == pytest.approx(b.std(ddof=1))
+    assert welch_ttest(np.array([1.0]), np.array([2.0, 3.0]))[4] == 1.0
+    assert welch_ttest(np.ones(5), np.full(5, 2.0))[4] == 0.0
+    # A reported shift's p-values are Welch's on the logs of baseline vs new regime.
+    snaps = snapshots(120, shift_at=40, seed=3)
+    (i, d), = run(SnapshotShiftDetector(), snaps)
+    logs = np.log([[v[m] for m in ("p50", "p90", "p99")] for _, v, _ in snaps[: i + 1]]).astype(np.float32)
+    for ch in d.changes:
+        y = logs[:, ("p50", "p90", "p99").index(ch.metric)].astype(np.float64)
+        assert ch.pvalue == pytest.approx(ttest_ind(y[: d.index], y[d.index :], equal_var=False).pvalue, rel=1e-6)
+        assert ch.pvalue <= SnapshotShiftDetector().list_pvalue
+    assert d.pvalue == min(ch.pvalue for ch in d.changes) <= SnapshotShiftDetector().max_pvalue
+
+
+def test_states_without_the_listing_and_inner_thresholds_read_with_defaults():
+    import json
+
+    d = SnapshotShiftDetector(max_pvalue=1e-5)
+    run(d, snapshots(30, seed=1))
+    s = json.loads(d._to_bytes_v1()[1:])
+    for k in ("list_pvalue", "inner_pvalue"):
+        del s["config"][k]
+    r = SnapshotShiftDetector.from_bytes(bytes([1]) + json.dumps(s).encode())
+    assert (r.max_pvalue, r.list_pvalue, r.inner_pvalue) == (1e-5, 1e-2, 1e-4)
+    assert r._rows().tobytes() == d._rows().tobytes()
