@@ -1,0 +1,58 @@
+"""End to end: SDK spans and histograms, encoded as the SDK's OTLP exporter does, in the
+Collector's Kafka records (one export request per record, empty key), read by
+`shiftwatch worker --input-format otlp_*`: the injected latency shift is found on exactly
+the right labels, and nothing shifts on the steady series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from opentelemetry.trace import SpanKind
+
+from test_otlp_common import SpanMaker, collector_json
+from worker_proc import Topics, WorkerProc, consume_until, json_values, produce, run
+
+pytestmark = pytest.mark.kafka
+T0_S = 1_763_800_000
+WINDOWS, SHIFT_AT, PER_WINDOW, INTERVAL = 70, 40, 200, 10
+
+
+def _span_records(encoding: str) -> list[bytes]:
+    """cart GET /api/cart x1.5 from window 40; cart GET /api/items and checkout POST /pay
+    steady; cart's client spans x3 from window 40 (filtered out by --span-kinds server)."""
+    rng = np.random.default_rng(11)
+    cart, checkout = SpanMaker("cart"), SpanMaker("checkout")
+    series = [(cart, "GET /api/cart", SpanKind.SERVER, 1.5), (cart, "GET /api/items", SpanKind.SERVER, 1.0),
+              (checkout, "POST /pay", SpanKind.SERVER, 1.0), (cart, "SELECT carts", SpanKind.CLIENT, 3.0)]
+    records = []
+    for w in range(WINDOWS):
+        for maker, name, kind, factor in series:
+            starts = (T0_S + w * INTERVAL + np.sort(rng.random(PER_WINDOW)) * (INTERVAL - 1)) * 1e9
+            dur_ms = 40.0 * np.exp(0.4 * rng.standard_normal(PER_WINDOW)) * (factor if w >= SHIFT_AT else 1.0)
+            for s, d in zip(starts.astype(np.int64).tolist(), (dur_ms * 1e6).astype(np.int64).tolist()):
+                maker.span(name, s, d, kind)
+        for maker in (cart, checkout):  # each service exports once per window
+            req = maker.request()
+            records.append(req.SerializeToString() if encoding == "otlp_proto" else collector_json(req))
+    return records
+
+
+@pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
+def test_worker_finds_the_span_shift_on_exactly_its_labels(kafka_broker, tmp_path, encoding):
+    topics = Topics()
+    kafka_broker.create_topic(topics.events, 1)
+    records = _span_records(encoding)
+    records.insert(5, b"\x08\x96\x01 not an export request")
+    worker = WorkerProc(kafka_broker.bootstrap, topics, tmp_path, "--input-format", encoding, "--span-kinds", "server",
+                        "--snapshot-interval", str(INTERVAL)).start()
+    try:
+        run(produce(kafka_broker.bootstrap, topics.events, [(None, r) for r in records]))
+        shifts = json_values(run(consume_until(kafka_broker.bootstrap, topics.shifts, lambda r: len(r) >= 1, timeout=180, settle=10)))
+        found = [(d.get("labels"), d["direction"]) for d in shifts if d["type"] == "shift"]
+        assert found == [({"service.name": "cart", "span.name": "GET /api/cart"}, "regression")], (shifts, worker.tail())
+        assert abs(shifts[0]["at"] - (T0_S + SHIFT_AT * INTERVAL)) <= 3 * INTERVAL
+        dead = json_values(run(consume_until(kafka_broker.bootstrap, topics.dead, lambda r: len(r) >= 1, timeout=30, settle=2)))
+        assert [d["reason"] for d in dead] == ["invalid_protobuf" if encoding == "otlp_proto" else "invalid_otlp_json"]
+        assert dead[0]["source"]["offset"] == 5
+    finally:
+        worker.stop()
