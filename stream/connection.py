@@ -30,20 +30,22 @@ from aiokafka.helpers import create_ssl_context
 
 __all__ = [
     "COMPRESSIONS",
+    "DECODE_ERRORS",
+    "PASSWORD_ENV",
+    "SASL_MECHANISMS",
+    "SECURITY_PROTOCOLS",
     "KafkaAuthError",
     "KafkaConnection",
     "KafkaConnectionProblem",
     "KafkaTLSError",
     "KafkaUnreachable",
-    "PASSWORD_ENV",
-    "SASL_MECHANISMS",
-    "SECURITY_PROTOCOLS",
-    "DECODE_ERRORS",
+    "Secret",
     "UndecodableBatch",
     "check_connection",
     "explain_kafka_error",
     "find_undecodable_batch",
     "getmany_skipping",
+    "load_password",
     "parse_bootstrap",
     "redact_kafka_logs",
 ]
@@ -440,7 +442,9 @@ def _unreachable_reason(e: BaseException, conn: KafkaConnection) -> str:
 # / EOFError (corrupt gzip), CorruptRecordException (bad CRC). The exception names no
 # partition or offset, the position does not move, so every retry fails the same way; and
 # records of *other* partitions drained in that same call are dropped although their
-# positions advanced. getmany_skipping() below undoes both.
+# positions advanced. getmany_skipping() below undoes both. It assumes read_uncommitted
+# (aiokafka's default, what the worker uses): under read_committed, aborted records before a
+# bad batch make it wait out its delivery deadline on each call before skipping.
 
 def _decode_errors() -> tuple[type[BaseException], ...]:
     import gzip
@@ -580,10 +584,11 @@ async def getmany_skipping(consumer: Any, *partitions: Any, timeout_ms: int = 0,
     except DECODE_ERRORS as exc:
         # Scan the same window the consumer fetched (its max_partition_fetch_bytes).
         limit = max_fetch_bytes or getattr(getattr(consumer, "_fetcher", None), "_max_partition_fetch_bytes", 1 << 20)
-        return await _recover(consumer, before, exc, limit)
+        return await _recover(consumer, before, exc, limit, max_records)
 
 
-async def _recover(consumer: Any, before: dict[Any, int], exc: BaseException, max_bytes: int) -> tuple[dict[Any, list[Any]], list[UndecodableBatch]]:
+async def _recover(consumer: Any, before: dict[Any, int], exc: BaseException, max_bytes: int,
+                   max_records: int | None) -> tuple[dict[Any, list[Any]], list[UndecodableBatch]]:
     now = _positions(consumer)
     moved = [tp for tp, pos in before.items() if now.get(tp, pos) != pos]
     for tp in moved:  # drained in the failed call, then dropped by aiokafka: read them again
@@ -592,8 +597,8 @@ async def _recover(consumer: Any, before: dict[Any, int], exc: BaseException, ma
         bad, good = await find_undecodable_batch(consumer, tp, before[tp], max_bytes)
         if bad is None:
             continue
-        records = await _records_before(consumer, tp, good, bad.first_offset)
-        if len(records) < good:  # could not deliver them all yet: do not skip, retry next call
+        records = await _records_before(consumer, tp, min(good, max_records or good), bad.first_offset)
+        if len(records) < good:  # not all delivered yet (max_records, slow fetch): skip on a later call
             return ({tp: records} if records else {}), []
         consumer.seek(tp, bad.next_offset)
         return ({tp: records} if records else {}), [bad]

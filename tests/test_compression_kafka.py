@@ -202,3 +202,25 @@ def test_a_batch_failing_its_crc_is_skipped_too(kafka_broker):
     assert got == [b"a%d" % i for i in range(10)] + [b"b%d" % i for i in range(10)]
     assert [(b.first_offset, b.next_offset) for b in bad] == [(10, 20)]
     assert bad[0].reason.startswith("CorruptRecordException") and "Invalid CRC" in bad[0].reason
+
+
+def test_skipping_respects_max_records(kafka_broker, damaged_topic):
+    """The records before a bad batch come back max_records at a time, like getmany's."""
+    async def go() -> tuple[list[bytes], list[UndecodableBatch], int]:
+        c = AIOKafkaConsumer(damaged_topic, **conn_for(kafka_broker).consumer_kwargs(group_id=f"m-{damaged_topic}", auto_offset_reset="earliest"))
+        await c.start()
+        got, bad, biggest = [], [], 0
+        try:
+            while len(got) < 410 or len(bad) < 2:
+                records, skipped = await getmany_skipping(c, timeout_ms=500, max_records=7)
+                n = sum(len(v) for v in records.values())
+                biggest = max(biggest, n)
+                got += [r.value for recs in records.values() for r in recs]
+                bad += skipped
+        finally:
+            await c.stop()
+        return got, bad, biggest
+
+    got, bad, biggest = asyncio.run(asyncio.wait_for(go(), 60))
+    assert len(got) == len(set(got)) == 410 and biggest <= 7
+    assert [(b.first_offset, b.next_offset) for b in bad] == [(50, 70), (100, 120)]
