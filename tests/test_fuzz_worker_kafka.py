@@ -81,3 +81,80 @@ def test_running_worker_survives_hostile_input_and_counts_reconcile(kafka_broker
         assert acc == expected_accepted + 1
     finally:
         w.stop()
+
+
+def poison_messages() -> list[tuple[str, bytes]]:
+    """(what, bytes) of messages that once crashed a worker or could: valid JSON that is
+    not valid Unicode, nesting beyond any parser's stack, numbers at the edges."""
+    return [
+        ("lone high surrogate key", rb'{"key": "\ud800", "value": 5, "ts": 1763800010}'),
+        ("lone low surrogate key", rb'{"key": "x\udfff", "value": 5, "ts": 1763800010}'),
+        ("surrogate key in an array", rb'[{"key": "a", "value": 5, "ts": 1763800011}, {"key": "\udbff", "value": 5, "ts": 1763800011}]'),
+        ("surrogate key, columnar", rb'{"key": "\ud800", "values": [1, 2], "ts": 1763800012}'),
+        ("deep object", b'{"a":' * 20_000 + b"1" + b"}" * 20_000),
+        ("deep array", b"[" * 50_000 + b"]" * 50_000),
+        ("deep field of a good event", b'{"key": "a", "value": 1, "ts": 1763800013, "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+        ("ts in milliseconds", b'{"key": "a", "value": 1, "ts": 1763800013000}'),
+        ("huge integer value", b'{"key": "a", "value": ' + b"9" * 400 + b', "ts": 1763800013}'),
+        ("NaN value", b'{"key": "a", "value": NaN, "ts": 1763800013}'),
+        ("byte-order mark", b'\xef\xbb\xbf{"key": "a", "value": 1, "ts": 1763800013}'),
+    ]
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return {tp.partition: om.offset for tp, om in (await admin.list_consumer_group_offsets(group)).items()}
+    finally:
+        await admin.close()
+
+
+def test_poison_pills_are_dead_lettered_and_committed_past(kafka_broker, tmp_path):
+    b = kafka_broker.bootstrap
+    topics = Topics()
+    poison = poison_messages()
+    msgs: list[bytes] = []
+    for i, (_, raw) in enumerate(poison):
+        msgs.append(json.dumps({"key": "good", "value": 10 + i, "ts": TS + i}).encode())
+        msgs.append(raw)
+    msgs.append(json.dumps({"key": "good", "value": 99, "ts": TS + 20}).encode())
+    dec = Decoder()
+    expected = [dec.decode(m) for m in msgs]
+    expected_dead = [d.reason for out in expected for d in out.dead]
+    assert sorted(set(expected_dead)) == ["bad_key", "bad_timestamp", "invalid_json", "non_finite_value", "too_deep"]
+
+    w = WorkerProc(b, topics, tmp_path, "--partitions", "1", "--snapshot-interval", "10", "--checkpoint-interval", "1").start()
+    try:
+        run(produce(b, topics.events, [(b"good", m) for m in msgs]))
+        dead = json_values(run(consume_until(b, topics.dead, lambda r: len(r) >= len(expected_dead), timeout=90, settle=2)))
+        assert w.proc.poll() is None, w.tail()
+        assert sorted(d["reason"] for d in dead) == sorted(expected_dead)
+        by_offset = {d["source"]["offset"]: d for d in dead}
+        assert "not valid Unicode" in by_offset[1]["error"] and "looks like epoch milliseconds" in by_offset[15]["error"]
+        assert {by_offset[o]["reason"] for o in (9, 11, 13)} == {"too_deep"}
+        # The state holding the accepted events is checkpointed and the group's offset
+        # moves past every poison message (a crash at checkpoint encoding never commits).
+        deadline = time.time() + 60
+        while time.time() < deadline and run(committed_offsets(b, topics.app_id)).get(0, -1) < len(msgs):
+            assert w.proc.poll() is None, w.tail()
+            time.sleep(0.5)
+        assert run(committed_offsets(b, topics.app_id)).get(0) == len(msgs), w.tail()
+    finally:
+        w.stop()
+    assert "Traceback" not in w.log_path.read_text(errors="replace")
+    # A restart resumes after them: nothing is dead-lettered twice, the worker stays up.
+    w2 = WorkerProc(b, topics, tmp_path, "--partitions", "1", "--snapshot-interval", "10", "--checkpoint-interval", "1", name="w2").start()
+    try:
+        run(produce(b, topics.events, [(b"good", json.dumps({"key": "good", "value": 1, "ts": TS + 30}).encode())]))
+        deadline = time.time() + 60
+        while time.time() < deadline and run(committed_offsets(b, topics.app_id)).get(0, -1) < len(msgs) + 1:
+            time.sleep(0.5)
+        assert run(committed_offsets(b, topics.app_id)).get(0) == len(msgs) + 1, w2.tail()
+        assert w2.proc.poll() is None, w2.tail()
+        again = run(consume_until(b, topics.dead, lambda r: False, timeout=3))
+        assert len(again) == len(expected_dead)
+    finally:
+        w2.stop()
