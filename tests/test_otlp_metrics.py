@@ -282,3 +282,23 @@ def test_stale_point_is_ignored_and_first_old_point_is_only_a_baseline():
     dp.start_time_unix_nano = dp.time_unix_nano - 3600 * 10**9  # a process up for an hour
     assert _decode(_metrics(), old).hists == []  # its counts span the hour: baseline only
     m.shutdown()
+
+
+def test_signal_from_topic_name_or_content():
+    """A topic named like neither signal: the request type is told from the bytes."""
+    from stream.events import Source
+    from test_otlp_common import T0, SpanMaker
+
+    m = MetricMaker(instance="a", bounds=BOUNDS)
+    m.record([0.02, 0.3], **{"http.route": "/api/cart"})
+    mraw = m.request().SerializeToString()
+    s = SpanMaker("cart")
+    s.span("GET /a", T0, 5_000_000)
+    traw = s.request().SerializeToString()
+    dec = OtlpDecoder()
+    assert [p.count for p in dec.decode(mraw, Source("prod-events", 0, 1)).hists] == [2]
+    assert dec.decode(traw, Source("prod-events", 0, 2)).values == [0.005]
+    assert [p.count for p in OtlpDecoder().decode(mraw, Source("otlp_metrics", 0, 1)).hists] == [2]
+    wrong = OtlpDecoder().decode(mraw, Source("otlp_spans", 0, 1))  # the topic says traces: no samples, dead letters
+    assert len(wrong) == 0 and wrong.hists == [] and wrong.dead
+    m.shutdown()

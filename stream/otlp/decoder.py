@@ -61,7 +61,8 @@ class OtlpDecoder:
 
     ``unit``: the unit of histograms whose metric has no ``unit`` (spans are always ns).
     ``signal``: ``auto`` tells traces from metrics by the JSON's top-level field, or for
-    protobuf by the topic name (``metric`` in it: metrics, else traces).
+    protobuf by the topic name (``metric``: metrics; ``span``/``trace``: traces), else by
+    the content (see :func:`_sniff`).
     """
 
     def __init__(self, format: str = "otlp_proto", span_kinds: frozenset[str] | None = None, unit: str = "s", *,
@@ -152,6 +153,11 @@ class OtlpDecoder:
         if self.format == "otlp_json":
             return self._parse_json(raw)
         cls = self._proto_class(source)
+        if cls is None:
+            sniffed = _sniff(raw)
+            if sniffed is not None:
+                return sniffed
+            cls = ExportTraceServiceRequest  # not plausible as either: say why as traces
         req = cls()
         try:
             req.ParseFromString(raw)
@@ -162,10 +168,16 @@ class OtlpDecoder:
             raise _Refused("invalid_protobuf", f"{len(raw)} bytes hold no {'resource_spans' if cls is ExportTraceServiceRequest else 'resource_metrics'} (another signal, or not OTLP)")
         return req
 
-    def _proto_class(self, source: Source | None) -> type:
-        if self.signal == "metrics" or (self.signal == "auto" and source is not None and "metric" in source.topic):
+    def _proto_class(self, source: Source | None) -> type | None:
+        """The request type: by ``signal``, else by a topic name that says it, else None (sniff)."""
+        if self.signal != "auto":
+            return ExportMetricsServiceRequest if self.signal == "metrics" else ExportTraceServiceRequest
+        topic = source.topic.lower() if source is not None else ""
+        if "metric" in topic:
             return ExportMetricsServiceRequest
-        return ExportTraceServiceRequest
+        if "span" in topic or "trace" in topic:
+            return ExportTraceServiceRequest
+        return None
 
     def _parse_json(self, raw: bytes) -> Any:
         try:
@@ -196,6 +208,26 @@ class OtlpDecoder:
         if (want == "traces" and not has_spans) or (want == "metrics" and not has_metrics):
             raise _Refused("invalid_otlp_json", f"expected {'resourceSpans' if want == 'traces' else 'resourceMetrics'}")
         return ExportTraceServiceRequest if want == "traces" else ExportMetricsServiceRequest
+
+
+def _sniff(raw: bytes) -> Any:
+    """Protobuf bytes do not say which request they are; the field numbers overlap. A
+    metrics request read as traces leaves its "spans" without end times (a Metric has no
+    fixed64 field 8), so: traces if the first span has an end time, else metrics if a
+    metric carries data, else None."""
+    for cls in (ExportTraceServiceRequest, ExportMetricsServiceRequest):
+        req = cls()
+        try:
+            req.ParseFromString(raw)
+        except (DecodeError, RuntimeError, ValueError):
+            continue
+        if cls is ExportTraceServiceRequest:
+            first = next((ss.spans[0] for rs in req.resource_spans for ss in rs.scope_spans if ss.spans), None)
+            if first is not None and first.end_time_unix_nano:
+                return req
+        elif any(m.WhichOneof("data") for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics):
+            return req
+    return None
 
 
 class _Refused(Exception):
