@@ -48,10 +48,6 @@ __all__ = ["WorkerProcess", "build_worker", "ensure_topics", "run_worker", "read
 log = logging.getLogger("shiftwatch.worker")
 
 
-def bootstrap_servers(broker: str) -> str:
-    return ",".join(b.split("://", 1)[-1] for b in broker.split(","))
-
-
 def state_topic(settings: Settings) -> str:
     return f"{settings.app_id}-state"
 

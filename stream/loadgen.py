@@ -44,8 +44,7 @@ async def _run(settings: Settings, rate: float, keys: int, shift_every: float, d
         shifts.append(Shift(p.key, t, float(rng.choice([1.5, 2.0, 0.6]))))
         t += shift_every
     traffic = SyntheticTraffic(profiles=profs, shifts=tuple(shifts), seed=seed)
-    bootstrap = ",".join(b.split("://", 1)[-1] for b in settings.broker.split(","))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    producer = AIOKafkaProducer(**settings.connection("shiftwatch-loadgen").producer_kwargs(linger_ms=20))
     await producer.start()
     start = time.time()
     sent = 0

@@ -37,7 +37,7 @@ def _collect(lines: Iterable[str], into: Records) -> int:
         kind = doc.get("type") if isinstance(doc, dict) else None
         if kind == "snapshot":
             into.snapshots.setdefault(doc["key"], []).append(doc)
-        elif kind in ("shift", "retraction"):
+        elif kind in ("shift", "retraction", "incident"):
             into.shifts.append(doc)
         elif kind != "dead_letter":
             raw_events += 1
@@ -67,6 +67,10 @@ def format_shifts(shifts: list[dict[str, Any]]) -> str:
         if s.get("type") == "retraction":
             rows.append((iso(s["at"])[:19], s["key"], "retracted", "", "", "", s["id"]))
             continue
+        if s.get("type") == "incident":
+            keys = s.get("keys", [])
+            rows.append((iso(s["first_at"])[:19], f"{len(keys)} keys", f"incident ({s.get('direction', '')})", ", ".join(keys[:5]), "", "", s["id"]))
+            continue
         moved = ", ".join(
             f"{m['metric']} {m['before'] * 1000:.1f}→{m['after'] * 1000:.1f} ms ({m['relative_change']:+.0%})" for m in s["metrics"]
         )
@@ -91,8 +95,8 @@ async def _read_topic(settings: Settings, follow: bool, out: TextIO) -> list[dic
     """Every shift event on the change topic from the beginning; with ``follow``, keep going."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    bootstrap = ",".join(b.split("://", 1)[-1] for b in settings.broker.split(","))
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, auto_offset_reset="earliest")
+    conn = settings.connection("shiftwatch-shifts")
+    c = AIOKafkaConsumer(**conn.consumer_kwargs(enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"))
     await c.start()
     docs: list[dict[str, Any]] = []
     try:
