@@ -13,7 +13,10 @@ Every estimator implements :class:`Estimator` (``base.py``): ``update``,
   sampling.
 
 :class:`Moments` sits beside them (count, exact sum, mean, variance, min, max).
-``otel`` converts LogBuckets to and from OpenTelemetry and Prometheus histograms.
+Histogram formats (pure functions, no I/O): ``otel`` (OTLP exponential points:
+import, export, downscale, cumulative deltas, exact merge), ``explicit`` (OTLP or
+classic explicit-bounds points spread into a LogBuckets), ``prometheus`` (native
+buckets of a chosen schema, classic ``le`` counts).
 
 Adding an estimator ``foo``:
 
@@ -28,6 +31,7 @@ Adding an estimator ``foo``:
 
 from ._varint import SketchDecodeError
 from .base import Estimator
+from .explicit import check_explicit, explicit_delta, explicit_to_sketch, merge_explicit
 from .logbuckets import LogBuckets
 from .mapping import LogMapping
 from .moments import Moments
@@ -35,12 +39,17 @@ from .otel import (
     ExponentialHistogramDataPoint,
     OtelBuckets,
     PromNativeHistogram,
+    check_point,
+    downscale_point,
     from_otel,
     from_prometheus,
+    merge_otel,
+    point_delta,
     to_otel,
     to_prometheus,
 )
 from .p2 import P2Quantiles
+from .prometheus import NativeBuckets, le_counts, native_buckets
 from .registry import DEFAULT_ESTIMATOR, ESTIMATORS, make_estimator
 from .reservoir import Reservoir
 from .store import BucketStore
@@ -57,4 +66,15 @@ __all__ = [
     "from_prometheus",
     "to_otel",
     "to_prometheus",
+    "check_point",
+    "downscale_point",
+    "point_delta",
+    "merge_otel",
+    "check_explicit",
+    "explicit_to_sketch",
+    "merge_explicit",
+    "explicit_delta",
+    "NativeBuckets",
+    "native_buckets",
+    "le_counts",
     "BucketStore", "LogBuckets", "LogMapping", "Moments", "P2Quantiles", "Reservoir", "SketchDecodeError"]
