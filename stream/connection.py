@@ -442,9 +442,7 @@ def _unreachable_reason(e: BaseException, conn: KafkaConnection) -> str:
 # / EOFError (corrupt gzip), CorruptRecordException (bad CRC). The exception names no
 # partition or offset, the position does not move, so every retry fails the same way; and
 # records of *other* partitions drained in that same call are dropped although their
-# positions advanced. getmany_skipping() below undoes both. It assumes read_uncommitted
-# (aiokafka's default, what the worker uses): under read_committed, aborted records before a
-# bad batch make it wait out its delivery deadline on each call before skipping.
+# positions advanced. getmany_skipping() below undoes both.
 
 def _decode_errors() -> tuple[type[BaseException], ...]:
     import gzip
@@ -597,23 +595,32 @@ async def _recover(consumer: Any, before: dict[Any, int], exc: BaseException, ma
         bad, good = await find_undecodable_batch(consumer, tp, before[tp], max_bytes)
         if bad is None:
             continue
-        records = await _records_before(consumer, tp, min(good, max_records or good), bad.first_offset)
-        if len(records) < good:  # not all delivered yet (max_records, slow fetch): skip on a later call
+        records, all_out = (await _records_before(consumer, tp, good, max_records or good, bad.first_offset)) if good else ([], True)
+        if not all_out:  # not all delivered yet (max_records, slow fetch): skip on a later call
             return ({tp: records} if records else {}), []
         consumer.seek(tp, bad.next_offset)
         return ({tp: records} if records else {}), [bad]
     raise exc  # no batch failed when read again: not a stored-data problem
 
 
-async def _records_before(consumer: Any, tp: Any, count: int, stop: int, timeout_s: float = 10.0) -> list[Any]:
-    """Up to count records of tp (those before the bad batch), stopping short of offset stop."""
+async def _records_before(consumer: Any, tp: Any, good: int, limit: int, stop: int,
+                          timeout_s: float = 10.0) -> tuple[list[Any], bool]:
+    """The records of tp before the bad batch at offset stop, at most limit of them; and
+    whether all of them are out (so the batch may be skipped). good is the scan's count; the
+    consumer may deliver fewer (aborted transactions under read_committed)."""
     out: list[Any] = []
+    step = min(good, limit)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while len(out) < count and _positions(consumer).get(tp, stop) < stop and loop.time() < deadline:
+    while len(out) < min(good, limit) and loop.time() < deadline:
         try:
-            got = await consumer.getmany(tp, timeout_ms=200, max_records=count - len(out))
+            got = await consumer.getmany(tp, timeout_ms=200, max_records=min(step, limit - len(out)))
         except DECODE_ERRORS:
-            break
+            if step == 1:  # the bad batch came before any further record: none is left
+                return out, True
+            step = 1  # that call's records were dropped: go one record at a time
+            continue
         out.extend(got.get(tp, []))
-    return out
+        if _positions(consumer).get(tp, stop) >= stop:
+            return out, True
+    return out, len(out) >= good

@@ -224,3 +224,46 @@ def test_skipping_respects_max_records(kafka_broker, damaged_topic):
     got, bad, biggest = asyncio.run(asyncio.wait_for(go(), 60))
     assert len(got) == len(set(got)) == 410 and biggest <= 7
     assert [(b.first_offset, b.next_offset) for b in bad] == [(50, 70), (100, 120)]
+
+
+def test_read_committed_consumer_skips_a_bad_batch_after_an_aborted_transaction(kafka_broker):
+    """Under read_committed the consumer hides aborted records the raw scan still counts;
+    the skip must not wait for records that will never come."""
+    topic = f"txn-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, 1)
+    plain = conn_for(kafka_broker)
+
+    async def fill() -> int:
+        await send_batch(plain, topic, 0, [b"a%d" % i for i in range(10)])
+        p = AIOKafkaProducer(**plain.producer_kwargs(transactional_id=f"tx-{topic}", enable_idempotence=True))
+        await p.start()
+        try:
+            await p.begin_transaction()
+            for i in range(5):
+                await p.send(topic, b"aborted-%d" % i, partition=0)
+            await p.abort_transaction()
+        finally:
+            await p.stop()
+        bad = await send_batch(conn_for(kafka_broker, "lz4"), topic, 0, [b"lz4-%d-" % i * 20 for i in range(10)])
+        await send_batch(plain, topic, 0, [b"b%d" % i for i in range(10)])
+        return bad
+
+    bad_at = asyncio.run(fill())
+    kafka_broker.corrupt_batch(topic, 0, bad_at, "payload")
+
+    async def go() -> tuple[list[bytes], list[UndecodableBatch]]:
+        c = AIOKafkaConsumer(topic, **plain.consumer_kwargs(group_id=f"g-{topic}", auto_offset_reset="earliest", isolation_level="read_committed"))
+        await c.start()
+        got, bad = [], []
+        try:
+            while len(got) < 20 or not bad:
+                records, skipped = await getmany_skipping(c, timeout_ms=500)
+                got += [r.value for recs in records.values() for r in recs]
+                bad += skipped
+        finally:
+            await c.stop()
+        return got, bad
+
+    got, bad = asyncio.run(asyncio.wait_for(go(), 45))
+    assert got == [b"a%d" % i for i in range(10)] + [b"b%d" % i for i in range(10)]
+    assert [(b.first_offset, b.next_offset) for b in bad] == [(bad_at, bad_at + 10)]
