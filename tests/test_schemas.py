@@ -146,6 +146,7 @@ INLINE_INPUT = [
     [{"key": "checkout", "values": [1, 2], "ts": 1763800000}, {"key": "login", "value": 1}],
     [],
     {"key": "checkout", "value": 12.5, "ts": 1763800000.25, "host": "web-1"},
+    {"key": "caf\u00e9 \U0001F600", "value": 1, "ts": 1763800000},
 ]
 
 
@@ -190,6 +191,8 @@ BAD_MESSAGES = [
     b'[{"key": "a", "value": 1, "ts": 1763800000}, {"key": "a", "value": -1, "ts": 1763800000}]',
     b'{"key": "a", "values": [1, -1, "x"], "ts": 1763800000}',
     b"[" * 100000 + b"]" * 100000,
+    rb'{"key": "\ud800", "value": 1, "ts": 1763800000}',
+    rb'[{"key": "a\udfff", "value": 1, "ts": 1763800000}]',
 ]
 
 
