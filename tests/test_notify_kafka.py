@@ -4,6 +4,7 @@ notifier; bad records are dead-lettered; no secret reaches the logs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.kafka
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_763_800_000.0
-SECRETS = {"SLACK_URL": "/slack/T0AAA/B0BBB/slackTOPSECRETslack", "HOOK_URL": "/hook/hookTOPSECREThook",
+SECRETS = {"SLACK_URL": "/slack/T0AAA/B0BBB/slackTOPSECRETslack", "HOOK_URL": "/hook/hookTOPSECREThook", "BROKEN_URL": "/gone/goneTOPSECRETgone",
            "HMAC": "hmacTOPSECREThmac", "GTOKEN": "glsa_grafanaTOPSECRET"}
 
 
@@ -108,6 +109,12 @@ name = "grafana"
 type = "grafana"
 url = "{server.url}"
 token_env = "GTOKEN"
+
+[[sinks]]
+name = "broken"
+type = "webhook"
+url_env = "BROKEN_URL"
+events = ["incident"]
 """)
     return cfg, {k: (server.url + v if k.endswith("_URL") else v) for k, v in SECRETS.items()}
 
@@ -130,6 +137,7 @@ def test_every_event_reaches_every_sink_across_a_kill_9(kafka_broker, tmp_path):
     topic, group = f"{prefix}-shifts", f"{prefix}-notify"
     server = FakeServer(delay=0.03).start()
     server.plan[SECRETS["HOOK_URL"]] = [500, ("429", 0.2), "reset"]  # the first webhook delivery needs 4 attempts
+    server.plan[SECRETS["BROKEN_URL"]] = [410] * 10  # the broken sink's endpoint refuses for good
     try:
         evs = events(40, 5)
         msgs = [(e.get("key", "").encode() or None, json.dumps(e, separators=(",", ":")).encode()) for e in evs]
@@ -185,8 +193,13 @@ def test_every_event_reaches_every_sink_across_a_kill_9(kafka_broker, tmp_path):
         assert "shiftwatch_notification_delivery_seconds_bucket" in m
         assert n2.stop(signal.SIGTERM) == 0
 
-        dead = [json.loads(r.value) for r in run(consume_until(kafka_broker.bootstrap, f"{group}-dead-letter", lambda rs: len(rs) >= 1, 30, settle=0.5))]
-        assert [d["reason"] for d in dead] == ["invalid_json"] and dead[0]["source"]["topic"] == topic
+        dead = [json.loads(r.value) for r in run(consume_until(kafka_broker.bootstrap, f"{group}-dead-letter", lambda rs: len(rs) >= 2, 30, settle=0.5))]
+        assert sorted(d["reason"] for d in dead) == ["invalid_json", "notify_rejected"]
+        bad = next(d for d in dead if d["reason"] == "invalid_json")
+        refused = next(d for d in dead if d["reason"] == "notify_rejected")
+        assert bad["source"]["topic"] == topic and base64.b64decode(bad["raw_base64"]) == b"{not json"
+        assert refused["sink"] == "broken" and refused["status"] == 410 and refused["attempts"] == 1 and refused["event"]["type"] == "incident"
+        assert len(server.requests(SECRETS["BROKEN_URL"])) == 1, "a refused delivery is dead-lettered, not retried or re-sent after the restart"
 
         text = log.read_text(errors="replace")
         assert "notify: group" in text
