@@ -107,10 +107,14 @@ class _Open:
 def _member(event: ShiftEvent | Mapping[str, Any]) -> tuple[str, str, _Member, float, float]:
     """(type, direction, member, interval, detected_at) of a shift event or its JSON."""
     d = event.to_json() if isinstance(event, ShiftEvent) else event
-    labels = d.get("labels")
-    lab = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else None
-    m = _Member(str(d["id"]), str(d["key"]), float(d["at"]), lab)
-    return str(d["type"]), str(d.get("direction", "")), m, float(d.get("snapshot_interval_s", 30.0)), float(d.get("detected_at", d["at"]))
+    try:
+        labels = d.get("labels")
+        lab = {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else None
+        m = _Member(str(d["id"]), str(d["key"]), float(d["at"]), lab)
+        interval = float(d.get("snapshot_interval_s", 30.0))
+        return str(d["type"]), str(d.get("direction", "")), m, interval, float(d.get("detected_at", d["at"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"not a shift event: {type(e).__name__}: {e}") from None
 
 
 def _shared_labels(members: list[_Member]) -> tuple[tuple[str, str], ...]:
@@ -123,7 +127,8 @@ def _shared_labels(members: list[_Member]) -> tuple[tuple[str, str], ...]:
 
 
 class IncidentGrouper:
-    """Groups shift events into incidents; ``update(event) -> list[Incident]``."""
+    """Groups shift events into incidents; ``update(event) -> list[Incident]``
+    (ValueError on a record that is not a shift event; the state is then unchanged)."""
 
     def __init__(self, config: IncidentConfig | None = None) -> None:
         self.config = config or IncidentConfig()

@@ -109,6 +109,9 @@ def test_shift_event_objects_are_accepted_and_bad_state_raises_valueerror():
     g = IncidentGrouper()
     evs = [ShiftEvent("shift", event_id(k, T0), k, T0, T0, "regression", 1e-9, (), 1, 1, 1, 1, I, "x") for k in "abc"]
     assert len([i for e in evs for i in g.update(e)]) == 1
+    for ev in ({}, {"type": "shift", "id": "x"}, {"type": "shift", "id": "x", "key": "k", "at": "soon"}, None):
+        with pytest.raises(ValueError):
+            g.update(ev)
     for bad in (b"", b"\x09{}", b"\x01not json", b"\x01{}"):
         with pytest.raises(ValueError):
             IncidentGrouper.from_bytes(bad)
