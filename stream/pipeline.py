@@ -29,6 +29,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from detectors import SnapshotShiftDetector
+from detectors.base import make_streaming
 from sketches import Moments
 
 from .events import DeadLetter, Decoded, Decoder, HistPoint, Source
@@ -51,12 +52,6 @@ def quantile_names(qs: tuple[float, ...]) -> tuple[str, ...]:
 
 def make_detector(name: str, metrics: tuple[str, ...]) -> SnapshotShiftDetector:
     """A streaming detector from the registry (lower latency is better)."""
-    try:
-        from detectors import make_streaming  # type: ignore[attr-defined]
-    except ImportError:
-        if name != "edivisive":
-            raise ValueError(f"unknown detector {name!r}") from None
-        return SnapshotShiftDetector(metrics=metrics, lower_is_better=True)
     return make_streaming(name, metrics=metrics, lower_is_better=True)
 
 

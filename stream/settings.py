@@ -96,18 +96,14 @@ def quantile_name(q: float) -> str:  # noqa: D401 - same rule as stream.pipeline
 
 
 def _detector_choices() -> tuple[str, ...]:
-    try:
-        from detectors import STREAMING_DETECTORS  # type: ignore[attr-defined]
-    except ImportError:
-        return ("edivisive",)
-    return tuple(STREAMING_DETECTORS)
+    from detectors.base import streaming_names
+
+    return streaming_names()
 
 
 def _estimator_choices() -> tuple[str, ...]:
-    try:
-        from sketches import ESTIMATORS  # type: ignore[attr-defined]
-    except ImportError:
-        return ("logbuckets",)
+    from sketches import ESTIMATORS
+
     return tuple(ESTIMATORS)
 
 

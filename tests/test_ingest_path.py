@@ -125,3 +125,23 @@ def test_bad_pipeline_options_are_one_line_errors(argv, tmp_path, capsys):
         main(["replay", str(tmp_path / "x"), *argv])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and argv[0] in err
+
+
+def test_every_registered_detector_runs_in_the_stream_and_survives_a_checkpoint():
+    from detectors.base import streaming_names
+    from stream.checkpoint import decode_key_state, encode_key_state
+
+    for name in streaming_names():
+        config = PipelineConfig(snapshot_interval_s=10.0, detector_name=name)
+        p = Pipeline(config)
+        half = len(MSGS) // 2
+        shifts = [s for m in MSGS[:half] for s in p.feed(m).shifts]
+        restored = Pipeline(config)
+        for key, st in p.states.items():
+            restored.adopt(decode_key_state(key, encode_key_state(st, 0), config)[0])
+        rest = [m for m in MSGS[half:]]
+        a = [s for m in rest for s in p.feed(m).shifts] + p.flush().shifts
+        b = [s for m in rest for s in restored.feed(m).shifts] + restored.flush().shifts
+        assert [e.to_json() for e in a] == [e.to_json() for e in b], name  # same decisions after a restore
+        assert all(e.detector == name for e in shifts + a)
+        assert "B" not in {e.key for e in shifts + a if e.kind == "shift"}, name
