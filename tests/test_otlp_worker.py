@@ -56,3 +56,49 @@ def test_worker_finds_the_span_shift_on_exactly_its_labels(kafka_broker, tmp_pat
         assert dead[0]["source"]["offset"] == 5
     finally:
         worker.stop()
+
+
+def _metric_records(encoding: str) -> list[bytes]:
+    """Two replicas of cart export cumulative exponential histograms once per window (their
+    times set to simulated event time); route /api/cart x1.5 from window 40, /api/items steady."""
+    from test_otlp_common import MetricMaker
+
+    rng = np.random.default_rng(5)
+    replicas = [MetricMaker("cart", instance=f"pod-{i}", exponential=True) for i in range(2)]
+    records = []
+    for w in range(WINDOWS):
+        for m in replicas:
+            for route, factor in (("/api/cart", 1.5), ("/api/items", 1.0)):
+                v = 0.040 * np.exp(0.4 * rng.standard_normal(PER_WINDOW // 2)) * (factor if w >= SHIFT_AT else 1.0)
+                m.record(v.tolist(), **{"http.route": route})
+            req = m.request()
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        for dp in metric.exponential_histogram.data_points:
+                            dp.start_time_unix_nano = (T0_S - 1) * 10**9
+                            dp.time_unix_nano = int((T0_S + w * INTERVAL + INTERVAL - 0.5) * 1e9)
+            records.append(req.SerializeToString() if encoding == "otlp_proto" else collector_json(req))
+    for m in replicas:
+        m.shutdown()
+    return records
+
+
+@pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
+def test_worker_finds_the_histogram_shift_of_a_replicated_service(kafka_broker, tmp_path, encoding):
+    topics = Topics()
+    kafka_broker.create_topic(topics.events, 1)
+    records = _metric_records(encoding)
+    worker = WorkerProc(kafka_broker.bootstrap, topics, tmp_path, "--input-format", encoding, "--snapshot-interval", str(INTERVAL)).start()
+    try:
+        run(produce(kafka_broker.bootstrap, topics.events, [(None, r) for r in records]))
+        shifts = json_values(run(consume_until(kafka_broker.bootstrap, topics.shifts, lambda r: len(r) >= 1, timeout=180, settle=10)))
+        found = [(d.get("labels"), d["direction"]) for d in shifts if d["type"] == "shift"]
+        want = {"service.name": "cart", "metric.name": "http.server.request.duration", "http.route": "/api/cart"}
+        assert found == [(want, "regression")], (shifts, worker.tail())
+        assert abs(shifts[0]["at"] - (T0_S + SHIFT_AT * INTERVAL)) <= 3 * INTERVAL
+        # every recorded value counted once: 2 replicas x 2 routes x PER_WINDOW/2 per window
+        accepted = [line for line in worker.metrics().splitlines() if line.startswith("shiftwatch_events_accepted_total ")]
+        assert accepted and float(accepted[0].split()[1]) == 2 * WINDOWS * PER_WINDOW
+    finally:
+        worker.stop()
