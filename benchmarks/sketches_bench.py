@@ -6,6 +6,12 @@ relative error at p50/p90/p99/p99.9 against numpy's exact (linear) quantiles.
 Throughput is measured in the same run, one value at a time and batched.
 The closing summary compares our worst case with the best anchor's worst case.
 
+Every registered estimator (``sketches.ESTIMATORS``: logbuckets, p2, reservoir) gets
+its rows too, built by ``make_estimator`` at each budget (P² ignores the budget: its
+size is fixed by the quantiles it tracks). The explicit-bounds section measures what
+spreading an explicit-bucket histogram into a sketch costs (the table in
+``sketches/explicit.py``), and the moments section what the exact running sum costs.
+
 The codec section (also alone with ``--codec-only``, which needs none of the anchors)
 times our serialization per 1 KiB sketch, format v4 (block Rice, numpy) against v3
 (adaptive Rice, pure Python; its writer is kept for this): encoded_size, to_bytes,
@@ -33,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sketches import LogBuckets, P2Quantiles  # noqa: E402
+from sketches import ESTIMATORS, LogBuckets, Moments, explicit_to_sketch, make_estimator  # noqa: E402
 from sketches.mapping import MIN_SCALE  # noqa: E402
 
 QS = (0.5, 0.9, 0.99, 0.999)
@@ -137,6 +143,100 @@ def best_fitting(builds, budget: int):
     """Among the builds that fit, the one with the most bytes (finest); else the smallest."""
     fitting = [b for b in builds if b[0] <= budget]
     return max(fitting, key=lambda b: b[0]) if fitting else min(builds, key=lambda b: b[0])
+
+
+# -- the registered estimators (make_estimator) ------------------------------------------
+def registered(stream: str, v: np.ndarray, true: np.ndarray, skip: tuple[str, ...] = ()) -> list[Result]:
+    """Rows for every registered estimator at every budget (P² once: it has no budget)."""
+    rows = []
+    for name in ESTIMATORS:
+        if name in skip:
+            continue
+        for budget in BUDGETS[:1] if name == "p2" else BUDGETS:
+            e = make_estimator(name, max_bytes=budget, quantiles=QS, seed=0)
+            e.update_many(v)
+            rows.append(Result(f"est:{name}", budget, stream, rel_errors(e.quantiles(QS), true), e.nbytes, type(e).__name__))
+    return rows
+
+
+def print_registered(results: list[Result]) -> None:
+    print()
+    print("registered estimators (make_estimator), worst case over all streams (relative error %) and largest bytes:")
+    names = sorted({r.sketch for r in results if r.sketch.startswith("est:")})
+    for name in names:
+        for budget in BUDGETS:
+            rows = [r for r in results if r.sketch == name and r.budget == budget]
+            if not rows:
+                continue
+            w = tuple(max(r.errors[i] for r in rows) for i in range(len(QS)))
+            iid = tuple(max(r.errors[i] for r in rows if r.stream in IID) for i in range(len(QS)))
+            label = "  n/a" if name == "est:p2" else f"{budget // 1024:>3}K"
+            print(f"  {label} {name[4:]:<11} all " + " ".join(f"{e * 100:7.3f}" for e in w)
+                  + "   i.i.d. " + " ".join(f"{e * 100:7.3f}" for e in iid) + f"   bytes <= {max(r.nbytes for r in rows)}")
+
+
+# -- explicit-bounds histograms spread into a sketch ----------------------------------------
+EXPLICIT_LAYOUTS = {
+    "Prometheus default": [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    "OpenTelemetry default": [x / 1000 for x in (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)],
+    "exponential x1.2": (0.001 * 1.2 ** np.arange(64)).tolist(),
+}
+
+
+def print_explicit(n: int) -> None:
+    """Worst relative error of p50/p90/p99 after spreading (lognormal, sigma 0.5-1.0)."""
+    qs = (0.5, 0.9, 0.99)
+    print()
+    print(f"explicit-bounds histogram spread into LogBuckets (lognormal median 50 ms, sigma 0.5/0.8/1.0, n={n:,}); worst p50/p90/p99 error %:")
+    for layout, bounds in EXPLICIT_LAYOUTS.items():
+        cells = []
+        for spread in ("log", "linear"):
+            worst = np.zeros(3)
+            for sigma in (0.5, 0.8, 1.0):
+                v = np.random.default_rng(int(sigma * 10)).lognormal(np.log(0.05), sigma, n)
+                counts = np.bincount(np.searchsorted(bounds, v, side="left"), minlength=len(bounds) + 1)
+                s = explicit_to_sketch(bounds, counts.tolist(), sum=float(v.sum()), min=float(v.min()), max=float(v.max()), spread=spread)
+                worst = np.maximum(worst, np.abs(s.quantiles(qs) / np.quantile(v, qs) - 1))
+            cells.append(f"{spread} " + "/".join(f"{e * 100:.2f}" for e in worst))
+        print(f"  {layout:<22} " + "   ".join(cells))
+
+
+# -- moments: what the exact running sum costs ----------------------------------------------
+def print_moments(reps: int = 7) -> None:
+    """Moments.update_many per call and update per value, against numpy's sum of the
+    same values (the anchor) measured in the same run: CPU-time medians."""
+    rng = np.random.default_rng(6)
+    v = rng.lognormal(np.log(0.05), 0.8, 200_000)
+
+    def cpu(fn: Callable[[], None]) -> float:
+        ts = []
+        for _ in range(reps):
+            t = time.process_time()
+            fn()
+            ts.append(time.process_time() - t)
+        return statistics.median(ts)
+
+    print()
+    print("Moments (exact sum included), CPU-time medians; anchor: float(values.sum()) of the same array:")
+    for size in (40, 200, 5000, 200_000):
+        w = v[:size]
+        k = max(1, 100_000 // size)
+        m = Moments()
+        t_m = cpu(lambda: [m.update_many(w) for _ in range(k)]) / k
+        t_a = cpu(lambda: [float(w.sum()) for _ in range(k)]) / k
+        print(f"  update_many n={size:<7,} {t_m * 1e6:9.1f} µs/call   anchor {t_a * 1e6:7.1f} µs   ratio {t_m / t_a:6.1f}x")
+    xs = v[:50_000].tolist()
+    m = Moments()
+    t_m = cpu(lambda: [m.update(x) for x in xs]) / len(xs)
+    acc = [0.0]
+
+    def plain() -> None:
+        s = 0.0
+        for x in xs:
+            s += x
+        acc[0] = s
+    t_a = cpu(plain) / len(xs)
+    print(f"  update (one value)        {t_m * 1e9:9.0f} ns/value  anchor (float +=) {t_a * 1e9:5.0f} ns   ratio {t_m / t_a:6.1f}x")
 
 
 # -- throughput ------------------------------------------------------------------------
@@ -361,7 +461,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="n = 1e5 per stream (runs in under 2 minutes)")
     ap.add_argument("--n", type=int, default=None, help="values per stream")
-    ap.add_argument("--no-p2", action="store_true", help="skip the (pure-Python, slow) P² rows")
+    ap.add_argument("--no-p2", action="store_true", help="skip the (pure-Python, slow) P² estimator rows")
     ap.add_argument("--codec-only", action="store_true", help="only the codec section (no anchor libraries needed)")
     args = ap.parse_args()
     if args.codec_only:
@@ -381,15 +481,12 @@ def main() -> None:
             for budget in BUDGETS:
                 size, est, setting = best_fitting(builds, budget)
                 results.append(Result(anchor, budget, name, rel_errors(est, true), size, setting))
-        if not args.no_p2 and name in IID:
-            p = P2Quantiles(QS)
-            p.update_many(v)
-            results.append(Result("p2", 0, name, rel_errors(p.quantiles(QS), true), len(p.to_bytes()), "m=4"))
+        results += registered(name, v, true, skip=("p2",) if args.no_p2 else ())
         print(f"# {name}: done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
 
     print(f"n = {n:,} values per stream; relative error in %; bytes = actual serialized size")
-    hdr = f"{'budget':>6} {'stream':<17} {'sketch':<9} " + " ".join(f"{'p' + format(q * 100, 'g'):>7}" for q in QS) + f" {'bytes':>6}  setting"
-    for budget in BUDGETS + (0,):
+    hdr = f"{'budget':>6} {'stream':<17} {'sketch':<14} " + " ".join(f"{'p' + format(q * 100, 'g'):>7}" for q in QS) + f" {'bytes':>6}  setting"
+    for budget in BUDGETS:
         rows = [r for r in results if r.budget == budget]
         if not rows:
             continue
@@ -397,8 +494,7 @@ def main() -> None:
         print(hdr)
         for r in rows:
             errs = " ".join(f"{e * 100:7.3f}" for e in r.errors)
-            b = f"{budget // 1024}K" if budget else "P²"
-            print(f"{b:>6} {r.stream:<17} {r.sketch:<9} {errs} {r.nbytes:6d}  {r.setting}")
+            print(f"{budget // 1024:>5}K {r.stream:<17} {r.sketch:<14} {errs} {r.nbytes:6d}  {r.setting}")
 
     # -- worst cases --------------------------------------------------------------------
     print()
@@ -413,10 +509,7 @@ def main() -> None:
             over = sum(r.nbytes > budget for r in rows)
             flag = f"  ({over} streams over budget)" if over else ""
             print(f"  {budget // 1024:>2}K {sk:<9} " + " ".join(f"{e * 100:7.3f}" for e in w) + flag)
-    p2rows = [r for r in results if r.sketch == "p2"]
-    if p2rows:
-        w = tuple(max(r.errors[i] for r in p2rows) for i in range(len(QS)))
-        print("  P² (i.i.d.) " + " ".join(f"{e * 100:7.3f}" for e in w))
+    print_registered(results)
 
     # -- throughput -----------------------------------------------------------------------
     tp = throughput(data["lognormal"], n_scalar=min(n, 200_000), reps=3)
@@ -447,6 +540,8 @@ def main() -> None:
         + f" batched {tp['ours'][1] / 1e6:.1f}M/s; targets: "
         + ", ".join(f"{k} {'MET' if v else 'MISSED'}" for k, v in ok)
     )
+    print_explicit(n)
+    print_moments()
     print_codec(args.quick)
     print(f"(total {time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
 
