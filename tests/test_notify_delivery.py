@@ -215,6 +215,11 @@ def test_grafana_retraction_can_delete_instead(server):
     h.handle(ev, dict(ev, type="retraction"))
     (aid,) = server.annotations
     assert server.annotations[aid].get("deleted") and len(server.requests(f"/api/annotations/{aid}", "DELETE")) == 1
+    # A crash after the DELETE but before its outcome was recorded: the repeat gets 404, which is success.
+    h.store.apply(f"grafana\x00retraction:{ev['id']}".encode(), None)
+    h.handle(dict(ev, type="retraction"))
+    assert len(server.requests(f"/api/annotations/{aid}", "DELETE")) == 2 and h.dead == []
+    assert h.store.get("grafana", f"retraction:{ev['id']}")["outcome"] == "delivered"
 
 
 def test_a_retraction_goes_only_where_its_shift_went(server):

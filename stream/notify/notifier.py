@@ -146,8 +146,9 @@ class Notifier:
         return False
 
     async def _finish(self, sink: Sink, ev: dict[str, Any], idem: str, req: Request, res: Result, raw: bytes, source: Mapping[str, Any]) -> None:
-        if res.ok:
-            memo = sink.remember(ev, res.body)
+        gone = req.method == "DELETE" and res.status == 404  # deleted before a crash: the goal is met
+        if res.ok or gone:
+            memo = sink.remember(ev, res.body) if res.ok else {}
             if memo:
                 await self.store.put_ref(sink.name, ev["id"], memo)
             await self.store.put(sink.name, idem, {"outcome": "delivered", **memo})
