@@ -289,6 +289,12 @@ class PipelineCollector(Collector):
         for reason in REASONS:
             rej.add_metric([reason], s.rejected_by_reason.get(reason, 0))
         yield rej
+        errs = CounterMetricFamily(
+            "shiftwatch_input_errors", "Input the Kafka client could not decode at all (skipped and dead-lettered).", labels=["reason"]
+        )
+        for reason in sorted({"undecodable_batch", *s.input_errors_by_reason}):
+            errs.add_metric([reason], s.input_errors_by_reason.get(reason, 0))
+        yield errs
         yield CounterMetricFamily("shiftwatch_events_late", "Accepted events whose snapshot window had already closed.", value=s.late)
         yield CounterMetricFamily("shiftwatch_snapshots", "Snapshot windows closed.", value=s.snapshots)
         shifts = CounterMetricFamily("shiftwatch_shifts", "Shift events emitted, by key and direction.", labels=["key", "direction"])
