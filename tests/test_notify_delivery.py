@@ -354,3 +354,13 @@ def test_revoked_partitions_are_dropped_from_the_queues(server):
 
     asyncio.run(go())
     assert len(server.requests("/slack")) == 1, "only the request in flight at the revoke went out"
+
+
+def test_a_malformed_event_is_dead_lettered_per_sink_without_stopping(server):
+    h = Harness(config(server))
+    bad = {"type": "shift", "version": 1, "id": "b" * 20, "key": "k", "direction": "regression", "metrics": "oops"}
+    good = shift()
+    h.handle(bad, good)
+    assert sorted((d["sink"], d["reason"]) for d in h.dead) == [("grafana", "notify_bad_event"), ("slack", "notify_bad_event")]
+    assert len(server.requests(SECRET_PATH)) == 2, "the webhook passes the bytes on as they are"
+    assert len(server.requests("/slack")) == 1 and len(server.annotations) == 1, "the next event is delivered"

@@ -100,12 +100,20 @@ class Notifier:
             self.metrics.total.labels(sink.name, "duplicate").inc()
             return
         ref = self.store.ref(sink.name, ev["id"])
-        if not self._wanted(sink, ev):
+        try:
+            wanted = self._wanted(sink, ev)
+            req = sink.plan(ev, raw, ref) if wanted else None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a malformed event
+            log.error("sink %s: cannot build a message from %s %s: %s: %s", sink.name, ev.get("type"), ev.get("id"), type(e).__name__, e)
+            await self._dead("notify_bad_event", f"{type(e).__name__}: {e}", sink.name, None, raw, source, ev)
+            await self.store.put(sink.name, idem, {"outcome": "dead_letter"})
+            self.metrics.total.labels(sink.name, "dead_letter").inc()
+            return
+        if not wanted:
             self.metrics.total.labels(sink.name, "filtered").inc()
             return
         if state and state.get("outcome") == "pending" and await self._uncertain(sink, ev, idem, ref):
             return
-        req = sink.plan(ev, raw, ref)
         if req is None:
             self.metrics.total.labels(sink.name, "filtered").inc()
             return
