@@ -18,6 +18,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from sketches import LogBuckets, Moments
+from sketches._varint import Reader, uvarint_bytes, zigzag
 
 from .records import Snapshot
 from .window import Window
@@ -42,59 +43,23 @@ class CheckpointError(ValueError):
 
 
 def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    return uvarint_bytes(n)
 
 
 def _svarint(n: int) -> bytes:
-    return _uvarint((n << 1) ^ (n >> 63) if n < 0 else n << 1)
+    return uvarint_bytes(zigzag(n))
 
 
-class _Reader:
-    __slots__ = ("buf", "pos")
+class _Reader(Reader):
+    """The code base's one varint reader (sketches._varint), raising CheckpointError."""
+
+    __slots__ = ()
 
     def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.pos = 0
-
-    def uvarint(self) -> int:
-        shift = 0
-        n = 0
-        while True:
-            if self.pos >= len(self.buf):
-                raise CheckpointError("truncated varint")
-            b = self.buf[self.pos]
-            self.pos += 1
-            n |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return n
-            shift += 7
-            if shift > 63:
-                raise CheckpointError("varint too long")
-
-    def svarint(self) -> int:
-        u = self.uvarint()
-        return (u >> 1) ^ -(u & 1)
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.buf):
-            raise CheckpointError(f"section of {n} bytes runs past the end of the record")
-        b = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return b
+        super().__init__(buf, CheckpointError)
 
     def f64(self) -> float:
         return _F64.unpack(self.take(8))[0]
-
-    def blob(self) -> bytes:
-        return self.take(self.uvarint())
 
 
 def encode_key_state(st: "KeyState", offset: int) -> bytes:
