@@ -3,12 +3,14 @@
 Exponential points in seconds import exactly (``sketches.from_otel``: same bucket
 layout, finer scales merged down). Everything else is a set of value ranges with
 counts - explicit buckets, or exponential buckets in another unit (ms -> s is not a
-power of two) - spread *linearly* within each range onto log buckets. That is the
-assumption Prometheus' ``histogram_quantile`` makes; a quantile's error is then at
-most the width of the explicit bucket it falls in (e.g. a p99 between bounds 0.25 and
-0.5 s is known only to lie in that interval), plus the log bucket's ~0.5-2 % width.
+power of two) - spread *log-uniformly* (geometric interpolation) within each range
+onto log buckets. Latencies are right-skewed, and on lognormal data this beats the
+linear interpolation of Prometheus' ``histogram_quantile`` (p99 with OpenTelemetry's
+advised bounds: +6 % vs +9 %, +19 % vs +24 %; ``benchmarks/otlp_bench.py``). Either
+way a quantile is only known to lie within its explicit bucket (a p99 between bounds
+0.25 and 0.5 s is somewhere in that interval), plus the log bucket's ~0.5-2 % width.
 Edges: the first bucket ``(-inf, b0]`` starts at the point's ``min`` when known, else
-at 0 (spread from ``b0/1024``, which is linear from 0 to within 0.1 %); the overflow
+at 0 (spread uniformly from ``b0/1024``: within 0.1 % of from 0); the overflow
 bucket ``(b_last, +inf)`` ends at ``max`` when known, else all its values sit at
 ``b_last`` - the histogram says nothing more.
 """
@@ -26,6 +28,7 @@ from .points import Hist
 __all__ = ["hist_to_sketch", "ranges"]
 
 _MIN_SCALE, _MAX_SCALE = -10, 12
+_FROM_ZERO = 1.0 / 1024.0  # a bucket from 0 is spread from hi/1024 (uniform: within 0.1 % of from 0)
 
 
 def hist_to_sketch(h: Hist, unit_scale: float, max_bytes: int = 1024) -> LogBuckets:
@@ -71,7 +74,7 @@ def ranges(h: Hist, unit_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarr
     zero_mask = hi <= 0.0
     zeros = int(h.counts[zero_mask].sum())
     keep = (h.counts > 0) & ~zero_mask
-    lo = np.where(lo[keep] <= 0.0, hi[keep] / 1024.0, lo[keep])
+    lo = np.where(lo[keep] <= 0.0, hi[keep] * _FROM_ZERO, lo[keep])
     return lo, hi[keep], h.counts[keep], zeros
 
 
@@ -84,7 +87,7 @@ def _one_bucket(h: Hist, u: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     hi = h.max * u if h.max is not None else mean
     if hi <= 0.0:
         return np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), h.count
-    return np.array([lo if lo > 0 else hi / 1024.0]), np.array([hi]), np.array([h.count], dtype=np.int64), 0
+    return np.array([lo if lo > 0 else hi * _FROM_ZERO]), np.array([hi]), np.array([h.count], dtype=np.int64), 0
 
 
 def _estimate_sum(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray) -> float:
@@ -139,7 +142,10 @@ def _spread_one(a: float, b: float, c: int, scale: int) -> list[tuple[int, int]]
         return [(ib, c)]
     idx = np.arange(ia, ib + 1, dtype=np.int64)
     upper = np.minimum(np.exp2((idx + 1) * 2.0 ** -scale), b)
-    frac = np.clip((upper - a) / (b - a), 0.0, 1.0)
+    if a == b * _FROM_ZERO:  # a bucket starting at 0: uniform (log-uniform would pile up near 0)
+        frac = np.clip((upper - a) / (b - a), 0.0, 1.0)
+    else:
+        frac = np.clip(np.log(upper / a) / np.log(b / a), 0.0, 1.0)
     frac[-1] = 1.0
     cum = np.rint(frac * c).astype(np.int64)
     n = np.diff(cum, prepend=0)
