@@ -317,15 +317,20 @@ def decode(lo: int, n: int, payload: bytes) -> np.ndarray:
             raise SketchDecodeError("value out of range")  # (q << k must not wrap)
     if nbits - pos >= 8 or bits[pos:].any():
         raise SketchDecodeError("bad padding in bit stream")
-    # Values back into blocks (empty blocks are raw zeros), then counts. A delta
-    # block continues from the last count of the block before it: the running sum
-    # of the differences since the last raw block, plus that block's last count.
-    # int64 sums may wrap on hostile input; the range check rejects that, and on
-    # accepted input every step was exact.
-    flat = np.zeros(nlive * BLOCK, dtype=np.int64)
     q <<= kv
     q |= rem
-    flat[a:b] = q
+    return _counts(q, a, b, live, raw_blk, head, n)
+
+
+def _counts(v: np.ndarray, a: int, b: int, live: np.ndarray, raw_blk: np.ndarray, head: int, n: int) -> np.ndarray:
+    """Decoded values back into blocks (empty blocks are raw zeros), then counts. A delta
+    block continues from the last count of the block before it: the running sum of
+    the differences since the last raw block, plus that block's last count. int64
+    sums may wrap on hostile input; the range check rejects that, and on accepted
+    input every step was exact."""
+    nb, nlive = live.size, int(np.count_nonzero(live))
+    flat = np.zeros(nlive * BLOCK, dtype=np.int64)
+    flat[a:b] = v
     # row 0: a virtual raw block of zeros before the first, so every block has one
     full = np.zeros((nb + 1, BLOCK), dtype=np.int64)
     lv = np.zeros(nb + 1, dtype=bool)

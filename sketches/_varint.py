@@ -8,6 +8,8 @@ writes its integers here, so there is one bounds-checked reader to get right.
 
 from __future__ import annotations
 
+import struct
+
 __all__ = [
     "put_uvarint",
     "put_svarint",
@@ -20,6 +22,7 @@ __all__ = [
 ]
 
 _BITS = 64  # default: a varint holds at most a 64-bit value
+_F64 = struct.Struct("<d")
 
 
 class SketchDecodeError(ValueError):
@@ -114,6 +117,10 @@ class Reader:
         b = self.buf[self.pos : self.pos + n]
         self.pos += n
         return b
+
+    def f64(self) -> float:
+        """A little-endian float64."""
+        return _F64.unpack(self.take(8))[0]
 
     def blob(self, limit: int | None = None) -> bytes:
         """A length-prefixed byte string (length at most ``limit`` and what is left)."""

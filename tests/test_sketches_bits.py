@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import sys
 from pathlib import Path
 
@@ -86,8 +87,8 @@ def test_reader_bounds_wide_varints_and_uses_the_callers_error():
         Reader(b"\x80", error=MyError).uvarint()
     with pytest.raises(MyError):
         Reader("not bytes", error=MyError)  # type: ignore[arg-type]
-    r = Reader(b"\x03abcX", error=MyError)
-    assert r.blob() == b"abc"
+    r = Reader(b"\x03abc" + struct.pack("<d", 2.5) + b"X", error=MyError)
+    assert r.blob() == b"abc" and r.f64() == 2.5
     with pytest.raises(MyError, match="trailing"):
         r.end()
     with pytest.raises(MyError):
