@@ -40,7 +40,9 @@ _HEAD_LEN = struct.Struct("<I")
 _MAX_BYTES = 4 << 20
 _FLOOR = 1e-12
 _MAX_STEPS = 64
-_HAMPEL = 20  # rows on each side whose median finds brownout snapshots
+_MARGIN = 1.5  # the jump must clear the minimum by this many standard errors
+_LOCAL = 10  # rows either side of a shift whose medians must show the step
+_HAMPEL = 30  # rows on each side whose median finds brownout snapshots
 
 
 @lru_cache(maxsize=512)
@@ -64,6 +66,7 @@ class _Params:
     lower_is_better: bool
     min_count: int
     window: int
+    window_s: float
     min_before: int
     min_after: int
     min_after_s: float
@@ -86,6 +89,7 @@ class _Fit:
     df: int
     level: np.ndarray
     old: np.ndarray  # fitted values without the jump and bend, rows x metrics
+    keep: np.ndarray  # rows in the fit (brownout rows left out)
 
 
 class SeasonalShiftDetector:
@@ -100,7 +104,8 @@ class SeasonalShiftDetector:
         *,
         min_count: int = 30,
         window: int = 120,
-        min_before: int = 20,
+        window_s: float = 10800.0,
+        min_before: int = 15,
         min_after: int = 5,
         min_after_s: float = 330.0,
         max_pvalue: float = 1e-7,
@@ -112,12 +117,12 @@ class SeasonalShiftDetector:
             raise ValueError("metrics must be distinct and at least one")
         if min_after < 3 or min_before < 5 or window < min_before + min_after + 2:
             raise ValueError("window must hold min_before + min_after snapshots (min_before >= 5, min_after >= 3)")
-        if not 0 < max_pvalue < 1 or min_relative_change < 0 or min_count < 0 or min_after_s < 0:
+        if not 0 < max_pvalue < 1 or not window_s > 0 or min_relative_change < 0 or min_count < 0 or min_after_s < 0:
             raise ValueError("bad parameter")
         if not 1 <= confirm <= min_after or not 0.5 <= min_fraction <= 1.0:
             raise ValueError("bad parameter")
         self._p = _shared(
-            tuple(str(m) for m in metrics), bool(lower_is_better), int(min_count), int(window), int(min_before),
+            tuple(str(m) for m in metrics), bool(lower_is_better), int(min_count), int(window), float(window_s), int(min_before),
             int(min_after), float(min_after_s), float(max_pvalue), float(min_relative_change), int(confirm), float(min_fraction),
         )
         self._seq = 0
@@ -153,6 +158,9 @@ class SeasonalShiftDetector:
         self._t = np.append(self._t[-(w - 1) :], t)
         self._n = np.append(self._n[-(w - 1) :], count)
         self._y = np.vstack((self._y[-(w - 1) :], [logs]))
+        old = int(np.searchsorted(self._t, t - self.window_s, side="right"))  # pooled rows span more time
+        if old:
+            self._idx, self._t, self._n, self._y = self._idx[old:], self._t[old:], self._n[old:], self._y[old:]
         first = int(self._idx[0])
         self._steps = [s for s in self._steps if s > first]
 
@@ -172,11 +180,13 @@ class SeasonalShiftDetector:
 
     def _design(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """The fixed regressors: level, slope, and a step at each reported shift."""
-        return np.column_stack([np.ones(len(x)), x] + [(idx >= s).astype(np.float64) for s in self._steps])
+        steps = [(idx >= s).astype(np.float64) for s in self._steps]
+        # A step with no rows left on one side (they were left out) says nothing.
+        return np.column_stack([np.ones(len(x)), x] + [c for c in steps if 0 < c.sum() < len(c)])
 
     def _outliers(self) -> np.ndarray:
-        """Rows far (> 4 robust sd and > 50 %) on some metric from both the median of the
-        20 rows before and that of the 20 rows after them: the snapshots of a brownout
+        """Rows far (> 4 robust sd and > 25 %) on some metric from both the median of the
+        30 rows before and that of the 30 rows after them: the snapshots of a brownout
         that ended, left out of the fit. A new regime's rows agree with the rows after
         them; rows with fewer than 5 on either side are never left out."""
         y, k = self._y, _HAMPEL
@@ -186,8 +196,15 @@ class SeasonalShiftDetector:
         mb, ma = _median_of_finite(win[:n]), _median_of_finite(win[k + 1 : k + 1 + n])  # rows i-k..i-1, i+1..i+k
         db, da = np.abs(y - mb), np.abs(y - ma)
         sd = 1.4826 * _median_of_finite(np.where(np.isfinite(db), db, da).T)
-        thr = np.maximum(4.0 * np.nan_to_num(sd), math.log(1.5))[None, :]
-        return ((db > thr) & (da > thr)).any(axis=1)
+        thr = np.maximum(4.0 * np.nan_to_num(sd), math.log(1.25))[None, :]
+        # The window's first rows have no before-side of their own: the after-side decides
+        # (they are never candidates, only the baseline a candidate is measured against).
+        first = (np.arange(n) < k)[:, None]
+        out = ((da > thr) & ((db > thr) | first)).any(axis=1)
+        # The windows a brownout began or ended in hold part of it: leave them out too.
+        out[1:] |= out[:-1]
+        out[:-1] |= out[1:].copy() & ~out[:-1]
+        return out
 
     def _scan(self, cs: np.ndarray, hi: int) -> _Fit | None:
         """Line + known steps, then for every candidate c a bend and a jump at c (by
@@ -220,7 +237,8 @@ class SeasonalShiftDetector:
         dd = np.maximum(dd, 1e-300)[:, None]
         var0 = np.maximum(yy - dy * dy / dd, 0.0) / (df + 1) / dd
         tj = np.abs(dy / dd) / np.sqrt(np.maximum(var0, 1e-300))
-        ok = (np.abs(delta) >= self._min_jump()[None, :]) & (np.abs(tb) >= _t_critical(df, self.max_pvalue))
+        se = np.sqrt(np.maximum(var, 0.0))
+        ok = (np.abs(delta) - _MARGIN * se >= self._min_jump()[None, :]) & (np.abs(tb) >= _t_critical(df, self.max_pvalue))
         score = np.where(ok, tj, 0.0).max(axis=1)
         j = int(np.argmax(score))
         if score[j] <= 0.0 or cs[j] > hi:  # nothing, or a new regime still too young
@@ -244,7 +262,7 @@ class SeasonalShiftDetector:
         r = np.clip((e[1:] * e[:-1]).sum(0) / np.maximum((e * e).sum(0), 1e-300), 0.0, 0.9)
         t = beta[-1] / np.sqrt(np.maximum(s2 * cov * (1 + r) / (1 - r), 1e-300))
         old = z_all @ beta[: z_all.shape[1]]
-        return _Fit(c, beta[-1], t, df, old[c], old)
+        return _Fit(c, beta[-1], t, df, old[c], old, keep)
 
     def _min_jump(self) -> np.ndarray:
         """Per metric, the smallest log-jump that counts: the relative threshold, plus one
@@ -269,7 +287,8 @@ class SeasonalShiftDetector:
         c, y = fit.c, self._y
         crit = _t_critical(fit.df, self.max_pvalue)
         jump = self._min_jump()
-        moved = [j for j in range(len(self.metrics)) if abs(fit.t[j]) >= crit and abs(fit.delta[j]) >= jump[j]]
+        se = np.abs(fit.delta) / np.maximum(np.abs(fit.t), 1e-300)
+        moved = [j for j in range(len(self.metrics)) if abs(fit.t[j]) >= crit and abs(fit.delta[j]) - _MARGIN * se[j] >= jump[j]]
         if not moved:
             return None
         a = max(moved, key=lambda j: abs(fit.t[j]))
@@ -279,7 +298,19 @@ class SeasonalShiftDetector:
         half = 0.5 * abs(fit.delta[a])
         if np.any(r[-self.confirm :] <= half) or np.mean(r > half) < self.min_fraction:
             return None
+        if not self._abrupt(fit, a, sign, jump[a]):
+            return None
         return self._decide(fit, moved, a)
+
+    def _abrupt(self, fit: _Fit, a: int, sign: float, jump: float) -> bool:
+        """Abrupt relative to the drift: the detrended medians of the ten rows either side
+        of c differ by at least the minimum jump and half the fitted jump (a slow
+        wander that the line and bend fit badly has no such step at c)."""
+        r = (self._y[:, a] - fit.old[:, a])[fit.keep]
+        c = int(np.searchsorted(np.flatnonzero(fit.keep), fit.c))
+        m = min(_LOCAL, c, len(r) - c)
+        local = (float(np.median(r[c : c + m])) - float(np.median(r[c - m : c]))) * sign
+        return local >= jump and local >= 0.5 * abs(float(fit.delta[a]))
 
     def _decide(self, fit: _Fit, moved: list[int], a: int) -> ShiftDecision:
         c = fit.c
