@@ -34,4 +34,7 @@ def make_estimator(
         cls = ESTIMATORS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(sorted(ESTIMATORS))}") from None
-    return cls.create(max_bytes=max_bytes, quantiles=tuple(quantiles), seed=seed)
+    qs = tuple(float(q) for q in quantiles)
+    if not all(0.0 <= q <= 1.0 for q in qs):  # (false for nan too)
+        raise ValueError(f"quantiles must be in [0, 1], got {qs}")
+    return cls.create(max_bytes=max_bytes, quantiles=qs, seed=seed)

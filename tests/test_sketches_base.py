@@ -34,9 +34,16 @@ def test_registry_names_and_types():
         ESTIMATORS["x"] = LogBuckets  # type: ignore[index]  # read-only
 
 
-def test_unknown_name_lists_the_choices():
+def test_unknown_name_lists_the_choices_and_bad_settings_are_refused():
     with pytest.raises(ValueError, match="logbuckets, p2, reservoir"):
         make_estimator("tdigest")
+    for name in NAMES:
+        with pytest.raises(ValueError, match="quantiles"):
+            make_estimator(name, quantiles=(0.5, 1.5))
+        with pytest.raises(ValueError, match="quantiles"):
+            make_estimator(name, quantiles=(float("nan"),))
+    with pytest.raises(ValueError, match="max_bytes"):
+        make_estimator("logbuckets", max_bytes=10)
 
 
 def test_an_estimator_missing_a_method_fails_at_creation():
