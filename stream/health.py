@@ -87,6 +87,8 @@ async def probe(conn: Any, health: Health, timeout_s: float = 5.0) -> None:
 def fatal_exit(message: str, code: int = 3) -> None:
     """Log one line and leave at once: nothing was applied yet, so nothing to checkpoint."""
     log.error("%s", message)
-    print(f"shiftwatch: error: {message}", file=sys.stderr, flush=True)
+    # The real stderr: Faust redirects sys.stderr into logging, which made this line a
+    # second "[WARNING] shiftwatch: error: ..." log record instead of the one-line error.
+    print(f"shiftwatch: error: {message}", file=sys.__stderr__ or sys.stderr, flush=True)
     logging.shutdown()
     os._exit(code)
