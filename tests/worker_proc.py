@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -46,9 +47,14 @@ class Topics:
 
 
 class WorkerProc:
-    def __init__(self, bootstrap: str, topics: Topics, workdir: Path, *extra: str, name: str = "w1") -> None:
+    def __init__(self, bootstrap: str, topics: Topics, workdir: Path, *extra: str, name: str = "w1",
+                 env: dict[str, str] | None = None, split_stderr: bool = False) -> None:
+        """env: extra environment (e.g. SHIFTWATCH_SASL_PASSWORD); split_stderr: stderr to
+        its own file (``err_path``) instead of the log."""
         self.port = free_port()
         self.log_path = workdir / f"worker-{name}-{self.port}.log"
+        self.err_path = workdir / f"worker-{name}-{self.port}.err" if split_stderr else None
+        self.env = {**os.environ, **(env or {})}
         self.args = [
             sys.executable, "-m", "stream.cli", "worker",
             "--broker", f"kafka://{bootstrap}",
@@ -59,9 +65,17 @@ class WorkerProc:
         ]
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> "WorkerProc":
+    def launch(self) -> "WorkerProc":
+        """Start the process without waiting for it to serve anything."""
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        err = open(self.err_path, "ab") if self.err_path else subprocess.STDOUT
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=err, start_new_session=True, env=self.env)
+        if self.err_path:
+            err.close()
+        return self
+
+    def start(self, timeout: float = 60.0) -> "WorkerProc":
+        self.launch()
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -78,6 +92,34 @@ class WorkerProc:
 
     def get(self, path: str) -> bytes:
         return urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5).read()
+
+    def probe(self, path: str) -> tuple[int, dict]:
+        """(HTTP status, JSON body) of /healthz or /readyz, a 503 included."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def wait_ready(self, timeout: float = 60.0) -> dict:
+        """Wait for /readyz 200; returns its body."""
+        deadline, last = time.time() + timeout, None
+        while time.time() < deadline:
+            try:
+                status, last = self.probe("/readyz")
+                if status == 200:
+                    return last
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready within {timeout}s (last {last}):\n{self.tail()}")
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit status, or None if still running after timeout."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def tail(self, n: int = 60) -> str:
         try:
