@@ -360,3 +360,41 @@ def test_worker_waiting_for_kafka_is_alive_but_not_ready(worker, ca_pem, tmp_pat
             proc.kill()
             out = proc.communicate()[0].decode(errors="replace")
     assert "example-password" not in out
+
+
+# ---- the README's secured-setup section ------------------------------------------------
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def shiftwatch_commands(section: str) -> list[list[str]]:
+    """The `shiftwatch ...` commands of the section's sh blocks, as argument lists."""
+    out = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        for cmd in block.replace("\\\n", " ").splitlines():
+            if cmd.strip().startswith("shiftwatch "):
+                out.append(cmd.split()[1:])
+    return out
+
+
+def test_readme_secured_examples_are_valid_worker_options(worker):
+    section = readme_section("Secured clusters (TLS and SASL)")
+    by_flag = {o.flag: o for o in OPTIONS}
+    cmds = shiftwatch_commands(section)
+    assert len(cmds) == 2 and all(c[0] == "worker" for c in cmds)
+    protocols = set()
+    for cmd in cmds:
+        args = cmd[1:]
+        flags = dict(zip(args[::2], args[1::2]))
+        assert len(args) % 2 == 0 and set(flags) <= set(by_flag), cmd
+        settings = resolve({by_flag[f].name: v for f, v in flags.items()}, env={})
+        protocols.add(settings.security_protocol)
+    assert protocols == {"SASL_SSL", "SSL"}  # SASL with a CA file, and mutual TLS
+    for name in set(re.findall(r"SHIFTWATCH_[A-Z_]+", section)):
+        assert name in {o.env for o in OPTIONS} | {PASSWORD_ENV}, name
+    assert worker["resources"]["limits"]["memory"] in section  # the memory it explains is the manifest's
