@@ -362,6 +362,33 @@ def test_worker_waiting_for_kafka_is_alive_but_not_ready(worker, ca_pem, tmp_pat
     assert "example-password" not in out
 
 
+
+@pytest.mark.kafka
+def test_the_manifest_env_makes_a_ready_static_member_on_sasl_ssl(kafka_secure_broker, worker, tmp_path):
+    """The manifest's environment, with the test broker's address, CA and SCRAM user in
+    place of the example ones, gives a worker that authenticates, joins as the static
+    member named like its pod, and turns ready."""
+    from worker_proc import Topics, WorkerProc
+
+    b = kafka_secure_broker
+    env = {**literal_env(worker),
+           "SHIFTWATCH_INSTANCE_ID": "shiftwatch-worker-0",
+           "SHIFTWATCH_SSL_CAFILE": str(b.tls.ca_file),
+           "SHIFTWATCH_SASL_USERNAME": b.scram_username,
+           PASSWORD_ENV: b.scram_password}
+    # WorkerProc's flags point it at the SASL_SSL listener, fresh topics and a local port.
+    w = WorkerProc(b.sasl_ssl_bootstrap, Topics(), tmp_path, env=env)
+    try:
+        w.start()
+        assert w.probe("/healthz")[0] == 200
+        assert w.wait_ready(90) == {"status": "ready", "reason": "ok"}
+        log = w.log_path.read_text(errors="replace")
+        assert "static member shiftwatch-worker-0" in log
+        assert b.scram_password not in log
+    finally:
+        w.stop()
+
+
 # ---- the README's secured-setup section ------------------------------------------------
 
 
