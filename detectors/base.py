@@ -104,6 +104,7 @@ BATCH_DETECTORS: Mapping[str, str] = MappingProxyType(
 STREAMING_DETECTORS: Mapping[str, str] = MappingProxyType(
     {
         "edivisive": "snapshot:SnapshotShiftDetector",  # the stream's default
+        "trend": "seasonal:SeasonalShiftDetector",  # trend-aware: daily load curves and drifts are not shifts
     }
 )
 

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.special import stdtr, stdtrit
 
+from .base import StreamingDetector
 from .records import Direction, MetricChange, ShiftDecision
 
 __all__ = ["SeasonalShiftDetector"]
@@ -92,7 +93,7 @@ class _Fit:
     keep: np.ndarray  # rows in the fit (brownout rows left out)
 
 
-class SeasonalShiftDetector:
+class SeasonalShiftDetector(StreamingDetector):
     """Streaming, trend-aware shift detector for one key's percentile snapshots."""
 
     __slots__ = ("_p", "_seq", "_idx", "_t", "_n", "_y", "_steps")
