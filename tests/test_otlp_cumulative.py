@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.otlp.cumulative import CumulativeDifferencer, downscale
+from sketches import ExponentialHistogramDataPoint, OtelBuckets, downscale_point
+from stream.otlp.cumulative import CumulativeDifferencer
 from stream.otlp.points import Hist
 
 S = 10**9
@@ -24,8 +25,9 @@ def _hist(idx: list[int], zeros: int, scale: int, start: int, t: int) -> Hist:
 
 
 def _dense(h: Hist, scale: int) -> dict[int, int]:
-    off, c = downscale(h.offset, h.counts, h.scale - scale)
-    return {off + i: int(n) for i, n in enumerate(c) if n}
+    dp = ExponentialHistogramDataPoint(h.scale, h.count, 0.0, h.zero, OtelBuckets(h.offset, tuple(h.counts.tolist())))
+    b = downscale_point(dp, scale).positive
+    return {b.offset + i: int(n) for i, n in enumerate(b.bucket_counts) if n}
 
 
 steps = st.lists(st.tuples(st.lists(st.integers(-300, 300), max_size=30), st.integers(0, 3), st.integers(0, 2)), min_size=1, max_size=8)

@@ -16,7 +16,7 @@ Rules (no wall clock, so a replay gives the same deltas):
   (its start is not before the baseline's time, or the start is unknown) - never a
   negative count;
 - exponential points whose scale dropped are differenced at the lower scale (the
-  baseline is downscaled exactly: bucket ``i`` -> ``i >> by``).
+  baseline is downscaled exactly: bucket ``i`` -> ``i >> by``; ``sketches.point_delta``).
 """
 
 from __future__ import annotations
@@ -27,46 +27,27 @@ from typing import Optional
 import msgspec
 import numpy as np
 
+from sketches import ExponentialHistogramDataPoint, OtelBuckets, point_delta
+
 from .points import MAX_BUCKETS, Hist
 
-__all__ = ["CumulativeDifferencer", "downscale", "subtract"]
+__all__ = ["CumulativeDifferencer", "subtract"]
 
 _VERSION = 1
 _Row = tuple[bytes, int, int, int, float, Optional[float], Optional[float], bytes, Optional[bytes], Optional[int], int, int]
 
 
-def downscale(offset: int, counts: np.ndarray, by: int) -> tuple[int, np.ndarray]:
-    """Exponential buckets ``by`` scales coarser: bucket ``i`` goes to ``i >> by`` (exact)."""
-    if by <= 0 or counts.size == 0:
-        return offset, counts
-    new = (offset + np.arange(counts.size, dtype=np.int64)) >> by
-    starts = np.flatnonzero(np.r_[True, new[1:] != new[:-1]])
-    return int(new[0]), np.add.reduceat(counts, starts)
-
-
-def _trim(offset: int, a: np.ndarray) -> tuple[int, np.ndarray]:
-    nz = np.flatnonzero(a)
-    if nz.size == 0:
-        return 0, a[:0]
-    return offset + int(nz[0]), a[nz[0]: nz[-1] + 1]
+def _point(h: Hist) -> ExponentialHistogramDataPoint:
+    return ExponentialHistogramDataPoint(scale=int(h.scale), count=h.count, sum=0.0, zero_count=h.zero,  # type: ignore[arg-type]
+                                         positive=OtelBuckets(h.offset, tuple(h.counts.tolist())))
 
 
 def _sub_exponential(cur: Hist, prev: Hist) -> tuple[int, int, np.ndarray] | None:
-    s = min(cur.scale, prev.scale)  # type: ignore[type-var]
-    co, cc = downscale(cur.offset, cur.counts, cur.scale - s)  # type: ignore[operator]
-    po, pc = downscale(prev.offset, prev.counts, prev.scale - s)  # type: ignore[operator]
-    if pc.size == 0:
-        return s, co, cc
-    if cc.size == 0:
-        return None if pc.any() else (s, 0, cc)
-    lo = min(co, po)
-    a = np.zeros(max(co + cc.size, po + pc.size) - lo, dtype=np.int64)
-    a[co - lo: co - lo + cc.size] += cc
-    a[po - lo: po - lo + pc.size] -= pc
-    if (a < 0).any():
+    """Through ``sketches.point_delta``: at the coarser scale, None if any count fell."""
+    d = point_delta(_point(cur), _point(prev))
+    if d is None:
         return None
-    off, a = _trim(lo, a)
-    return s, off, a
+    return d.scale, d.positive.offset, np.array(d.positive.bucket_counts, dtype=np.int64)
 
 
 def subtract(cur: Hist, prev: Hist) -> Hist | None:
