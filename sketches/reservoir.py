@@ -25,7 +25,7 @@ _VERSION = 1
 _D = struct.Struct("<d")
 _MAX_SIZE = 1 << 16
 _U128 = (1 << 128) - 1
-_OVERHEAD = 64  # serialized bytes besides the samples (header, generator state), rounded up
+_OVERHEAD = 72  # serialized bytes besides the samples at most (varints at full width, generator state)
 
 
 class Reservoir(Estimator):
@@ -44,7 +44,7 @@ class Reservoir(Estimator):
     @classmethod
     def create(cls, *, max_bytes: int = 1024, quantiles: Sequence[float] = (), seed: int = 0) -> "Reservoir":
         """Registry constructor: as many samples as fit ``max_bytes`` serialized (8 bytes
-        each after a fixed ~60-byte header; 120 at 1 KiB)."""
+        each after a header of at most 72 bytes; 119 at 1 KiB)."""
         return cls(max(1, min(_MAX_SIZE, (int(max_bytes) - _OVERHEAD) // 8)), seed=seed)
 
     # -- Algorithm L -----------------------------------------------------

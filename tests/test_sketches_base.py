@@ -154,7 +154,7 @@ def test_reservoir_is_deterministic_given_the_seed_and_sized_by_the_budget():
         r.update_many(v)
         runs.append(r.to_bytes())
     assert runs[0] == runs[1]
-    assert len(runs[0]) <= 512 and make_estimator("reservoir", max_bytes=512).size == (512 - 64) // 8
+    assert len(runs[0]) <= 512 and make_estimator("reservoir", max_bytes=512).size == (512 - 72) // 8
     other = make_estimator("reservoir", seed=10, max_bytes=512)
     other.update_many(v)
     assert other.to_bytes() != runs[0]

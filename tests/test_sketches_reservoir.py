@@ -125,3 +125,14 @@ def test_merge_needs_equal_sizes_and_keeps_the_invariant():
     a.merge(b)
     assert a.count == 103 and len(a.sample) == 20 and set(a.sample) <= set(range(3)) | set(range(100, 200))
     assert Reservoir.from_bytes(a.to_bytes()).sample == a.sample
+
+
+def test_registry_size_fits_the_budget_even_with_full_width_varints():
+    from sketches import make_estimator
+
+    for budget in (128, 1024, 4096):
+        r = make_estimator("reservoir", max_bytes=budget)
+        r.update_many(np.arange(float(r.size)))
+        r.count = 2**62 - 1  # the widest count and skip position a state can hold
+        r._next = 2**62
+        assert len(r.to_bytes()) <= budget
