@@ -65,7 +65,7 @@ class _Reader(Reader):
 def encode_key_state(st: "KeyState", offset: int) -> bytes:
     """Serialize one key's state as of input ``offset`` (the next offset to read)."""
     parts = [_uvarint(offset), _F64.pack(st.horizon)]
-    for blob in (st.alltime_bytes(), st.moments.to_bytes(), st.detector.to_bytes()):
+    for blob in (st.alltime_bytes(), st.moments.to_bytes(), st.detector.to_bytes() if st.detector is not None else b""):
         parts += [_uvarint(len(blob)), blob]
     parts.append(_uvarint(len(st.windows)))
     for w in sorted(st.windows):
@@ -80,6 +80,8 @@ def encode_key_state(st: "KeyState", offset: int) -> bytes:
         parts += [_uvarint(len(blob)), blob]
     if pool:
         parts += [_F64.pack(st.pool_start), _uvarint(st.pool_windows)]
+    sources = json.dumps(st.sources).encode() if st.sources else b""
+    parts += [_uvarint(len(sources)), sources]
     body = b"".join(parts)
     return _HEAD.pack(MAGIC, VERSION, zlib.crc32(body)) + body
 
@@ -97,6 +99,9 @@ def _read_v3(r: "_Reader", st: "KeyState", config: "PipelineConfig") -> None:
         st.pool = Window.from_bytes(pool, config.sketch_bytes)
         st.pool_start = r.f64()
         st.pool_windows = r.uvarint()
+    sources = r.blob()
+    if sources:
+        st.sources = {int(w): int(m) for w, m in json.loads(sources).items()}
 
 
 def decode_key_state(key: str, data: bytes, config: "PipelineConfig") -> tuple["KeyState", int]:
@@ -122,7 +127,9 @@ def decode_key_state(key: str, data: bytes, config: "PipelineConfig") -> tuple["
         LogBuckets.from_bytes(blob)  # validate; the key starts cold, thawed on its next event
         st._alltime, st._cold = None, blob
         st.moments = Moments.from_bytes(r.blob())
-        st.detector = type(st.detector).from_bytes(r.blob())
+        blob = r.blob()
+        if st.detector is not None:
+            st.detector = type(st.detector).from_bytes(blob)
         n_windows = r.uvarint()
         if n_windows > _MAX_SECTIONS:
             raise CheckpointError(f"checkpoint of {key!r} claims {n_windows} open windows")

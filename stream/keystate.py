@@ -37,7 +37,7 @@ class KeyState:
 
     __slots__ = (
         "key", "_alltime", "_cold", "_pending", "moments", "windows", "detector", "recent", "horizon", "_shifts",
-        "labels", "pool", "pool_start", "pool_windows", "_ex_w", "_ex_v",
+        "labels", "pool", "pool_start", "pool_windows", "_ex_w", "_ex_v", "sources",
     )  # fmt: skip
     #: Closed windows whose example values are kept (for a shift event's ``examples``).
     EXAMPLE_WINDOWS = 32
@@ -57,7 +57,8 @@ class KeyState:
         self._pending: array | None = None
         self.moments = Moments()
         self.windows: dict[int, Window] = {}
-        self.detector = config.new_detector()
+        #: Stage 1 of the two-stage topology runs no detector.
+        self.detector = config.new_detector() if config.stage != "partials" else None
         self.recent = SnapshotHistory(key, config.recent_snapshots, config.snapshot_interval_s, config.names)
         #: Windows ending at or before this event time are closed for this key.
         self.horizon = -math.inf
@@ -68,6 +69,8 @@ class KeyState:
         self.pool: Window | None = None
         self.pool_start = 0.0
         self.pool_windows = 0
+        #: Stage 2: window -> bitmask of the source partitions merged into it (None elsewhere).
+        self.sources: dict[int, int] | None = None
         #: A few real values of recent closed windows: their window numbers and the values.
         self._ex_w: array | None = None
         self._ex_v: array | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .events import DeadLetter
 from .records import ShiftEvent, Snapshot
@@ -36,7 +37,13 @@ class Output:
     shifts: list[ShiftEvent] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
 
+    #: Two-stage topology, stage 1: closed window partials, and source partition -> watermark.
+    partials: list[Any] = field(default_factory=list)
+    watermarks: dict[int, float] = field(default_factory=dict)
+
     def extend(self, other: "Output") -> None:
         self.snapshots.extend(other.snapshots)
         self.shifts.extend(other.shifts)
         self.dead.extend(other.dead)
+        self.partials.extend(other.partials)
+        self.watermarks.update(other.watermarks)

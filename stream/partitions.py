@@ -112,11 +112,13 @@ class PartitionedState:
         max_checkpoint_age: float = 30.0,
         min_checkpoint_gap: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        stats: Stats | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.decoder_factory = decoder_factory
-        self.stats = Stats()
+        #: Shared with the other stage in the two-stage topology (one set of counters).
+        self.stats = stats or Stats()
         self.budget = KeyBudget(config.max_keys)
         self.parts: dict[int, _Part] = {}
         self.recent_shifts: list[ShiftEvent] = []
@@ -130,6 +132,7 @@ class PartitionedState:
         if p is None:
             pipe = Pipeline(self.config, self.decoder_factory(), stats=self.stats, budget=self.budget)
             pipe.recent_shifts = self.recent_shifts
+            pipe.source = partition
             p = self.parts[partition] = _Part(pipe, last_checkpoint=self.clock())
         return p
 
@@ -174,7 +177,7 @@ class PartitionedState:
         if out.shifts:
             # a published shift is checkpointed at once (no re-publish after a crash)
             p.urgent.update(ev.key for ev in out.shifts)
-        if out.snapshots:
+        if out.snapshots or out.partials:
             p.due = True
         return out
 
@@ -216,7 +219,7 @@ class PartitionedState:
         out = Output()
         for p in self.parts.values():
             o = p.pipeline.advance_to(t)
-            if o.snapshots:
+            if o.snapshots or o.partials:
                 p.due = True
             out.extend(o)
         return out

@@ -35,6 +35,7 @@ from sketches import Moments
 from .events import DeadLetter, Decoded, Decoder, HistPoint, Source
 from .keystate import KeyBudget, KeyState
 from .output import Output, Stats
+from .partials import partial_of
 from .records import MetricMove, ShiftEvent, Snapshot, event_id
 from .window import Window
 
@@ -81,6 +82,10 @@ class PipelineConfig:
     pool_max_span_s: float = 3600.0
     #: Real values kept per closed window for the examples of a shift event.
     examples_per_window: int = 1
+    #: "full": one stage; "partials": stage 1 of the two-stage topology (windows closed by
+    #: the partition's watermark become partials, no detector); "merge": stage 2 (merged
+    #: windows arrive through :meth:`Pipeline.apply_window`).
+    stage: str = "full"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -139,6 +144,10 @@ class Pipeline:
         self.recent_shifts: list[ShiftEvent] = []
         self._interval = self.config.snapshot_interval_s
         self._lateness = self.config.lateness
+        self._partials = self.config.stage == "partials"
+        #: Stage 1: the partition's source index and the window number its watermark closed up to.
+        self.source = 0
+        self._closed_upto = -(1 << 62)
         #: Labels of the keys in the batch being processed (set by :meth:`process`).
         self._pending_labels: dict[str, dict[str, str]] = {}
 
@@ -189,6 +198,8 @@ class Pipeline:
         for h in decoded.hists:
             self._apply_hist(h, out)
         self._pending_labels = {}
+        if self._partials:
+            self._close_by_watermark(self.max_ts - self._lateness, out)
         if len(self._hot) > self.config.hot_keys:
             self._cool()
         return out
@@ -259,10 +270,11 @@ class Pipeline:
 
     def _apply_one(self, st: KeyState, value: float, ts: float, out: Output) -> None:
         """One event of a key: the per-event path (no numpy call per event)."""
-        st.add(value)
-        if st.hot:
-            self._warm(st.key)
-        st.moments.update(value)
+        if not self._partials:  # stage 1 keeps windows only; the all-time state is stage 2's
+            st.add(value)
+            if st.hot:
+                self._warm(st.key)
+            st.moments.update(value)
         self.stats.accepted += 1
         w = math.floor(ts / self._interval)
         if self._late(w, st.horizon):
@@ -312,10 +324,11 @@ class Pipeline:
 
     def _apply_many(self, st: KeyState, v: np.ndarray, t: np.ndarray, out: Output) -> None:
         """Consecutive events of one key, vectorised."""
-        st.add_many(v)
-        if st.hot:
-            self._warm(st.key)
-        st.moments.update_many(v)
+        if not self._partials:
+            st.add_many(v)
+            if st.hot:
+                self._warm(st.key)
+            st.moments.update_many(v)
         self.stats.accepted += len(v)
         w = np.floor(t / self._interval)
         late = self._late_many(st, t, w)
@@ -346,7 +359,43 @@ class Pipeline:
 
     def advance_to(self, t: float) -> Output:
         """Move every key's watermark to event time ``t`` (the input is idle)."""
+        if self._partials:
+            out = Output()
+            self._close_by_watermark(t - self._lateness, out)
+            return out
         return self._close_all(t - self._lateness, move_horizon=True)
+
+    def _close_by_watermark(self, wm: float, out: Output) -> None:
+        """Stage 1: the partition's watermark closes every key's windows ending by it,
+        and says so (``out.watermarks``) once per window boundary it crosses."""
+        if not wm > -math.inf:
+            return
+        upto = math.floor(wm / self._interval)
+        if upto <= self._closed_upto:
+            return
+        self._closed_upto = upto
+        out.extend(self._close_all(upto * self._interval, move_horizon=True))
+        out.watermarks[self.source] = upto * self._interval
+
+    def apply_window(self, key: str, w: int, win: Window, labels: tuple[tuple[str, str], ...] = ()) -> Output:
+        """Stage 2: one key's merged window ``w`` from every source partition, closed."""
+        out = Output()
+        st = self._state(key)
+        if labels and not st.labels:
+            st.labels = labels
+        self.dirty.add(key)
+        if win.values is not None:
+            st.add_many(np.frombuffer(win.values, dtype=np.float64))
+        elif win.sketch is not None:
+            st.alltime.merge(win.sketch)
+        if st.hot:
+            self._warm(key)
+        st.moments.merge(win.moments)
+        st.horizon = max(st.horizon, (w + 1) * self._interval)
+        self.max_ts = max(self.max_ts, (w + 1) * self._interval)
+        st.windows[w] = win
+        self._close_window(st, w, out)
+        return out
 
     def flush(self) -> Output:
         """Close every open window (end of a finite input)."""
@@ -409,6 +458,9 @@ class Pipeline:
 
     def _close_window(self, st: KeyState, w: int, out: Output) -> None:
         win = st.windows.pop(w)
+        if self._partials:
+            out.partials.append(partial_of(st.key, w, self.source, win, st.labels, self.config.sketch_bytes))
+            return
         snap = self._snapshot(st, w * self._interval, (w + 1) * self._interval, win)
         self.stats.snapshots += 1
         st.compact_windows()

@@ -21,9 +21,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Protocol, Sequence
 
-from .health import Health
-from .partitions import PartitionedState
+from aiokafka.partitioner import DefaultPartitioner
+
 from .events import DeadLetter, Source
+from .health import Health
+from .partials import SourceWatermark, encode_partial, encode_watermark
+from .partitions import PartitionedState
 from .pipeline import Output
 from .records import dumps
 
@@ -92,6 +95,11 @@ class WorkerTopics:
     shifts: str
     dead_letter: str
     changelog: str
+    #: Two-stage topology, stage 1: where window partials and source watermarks go.
+    partials: str | None = None
+    partials_partitions: int = 0
+    #: Partitions of the input topic (the sources stage 2 waits for).
+    sources: int = 0
 
 
 @dataclass
@@ -141,12 +149,26 @@ class Worker:
             key = rec.key if rec is not None else None
             headers = list(rec.headers) if rec is not None and getattr(rec, "headers", None) else None
             await p.send(self.topics.dead_letter, dumps(d.to_json()).encode(), key=key, headers=headers)
+        if out.partials or out.watermarks:
+            await self._publish_partials(out)
         for s in out.shifts:
             await p.send(self.topics.shifts, dumps(s.to_json()).encode(), key=s.key.encode("utf-8", "surrogateescape"))
             log.info("%s %s at %s: %s", s.kind, s.key, s.at, [(m.metric, round(m.relative_change, 3)) for m in s.metrics])
             if self.on_shift is not None:
                 for topic, key, value in self.on_shift(s):
                     await p.send(topic, value, key=key)
+
+    async def _publish_partials(self, out: Output) -> None:
+        """Stage 1: each partial to its key's partials partition (the same partition
+        whichever source sent it), then each source watermark to every partials partition."""
+        t, n = self.topics, self.topics.partials_partitions
+        for part in out.partials:
+            key = part.key.encode("utf-8", "surrogatepass")
+            await self.producer.send(t.partials, encode_partial(part), key=key, partition=key_partition(key, n))  # type: ignore[arg-type]
+        for source, wm in sorted(out.watermarks.items()):
+            rec = encode_watermark(SourceWatermark(source, t.sources, wm))
+            for pp in range(n):
+                await self.producer.send(t.partials, rec, partition=pp)  # type: ignore[arg-type]
 
     # -- checkpoints ------------------------------------------------------
     async def checkpoint(self, partitions: Sequence[int]) -> int:
@@ -360,6 +382,11 @@ class Worker:
             n = await self.checkpoint(parts) if parts else 0
             log.info("shutdown: checkpointed %d keys", n)
             return n
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as the Java client) picks for ``key``."""
+    return DefaultPartitioner()(key, list(range(partitions)), None)
 
 
 def _tp(topic: str, partition: int) -> Any:

@@ -175,7 +175,7 @@ def test_version_1_records_with_float64_snapshots_are_still_read():
         rec = encode_key_state(st, 400)
         assert rec[3] == 3 and st.pool is None and not st.labels
         exb = st.examples_bytes()
-        tail = _uvarint(0) + _uvarint(len(exb)) + exb + _uvarint(0)  # version 3's sections
+        tail = _uvarint(0) + _uvarint(len(exb)) + exb + _uvarint(0) + _uvarint(0)  # version 3's sections
         assert rec.endswith(tail)
         body, blob = rec[8 : len(rec) - len(tail)], st.recent.to_bytes()
         head = body[: len(body) - len(blob) - len(_uvarint(len(blob)))]

@@ -47,9 +47,12 @@ class Broker:
     def published(self, topic: str) -> list[dict]:
         return [json.loads(v) for _, _, v in self.topics.get(topic, [])]
 
-    async def read_changelog(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+    async def read_changelog(self, partition: int, topic: str = TOPICS.changelog) -> list[tuple[bytes, bytes | None]]:
         self.reads.append(partition)
-        return [(k, v) for p, k, v in self.topics.get(TOPICS.changelog, []) if p == partition]
+        return [(k, v) for p, k, v in self.topics.get(topic, []) if p == partition]
+
+    def reader(self, topic: str):  # type: ignore[no-untyped-def]
+        return lambda partition: self.read_changelog(partition, topic)
 
 
 class FakeConsumer:
@@ -298,3 +301,137 @@ def test_a_rebalance_keeps_the_state_of_partitions_still_owned():
         assert w.state.stats.accepted - w.state.stats.replayed + other.state.stats.accepted == sum(len(json.loads(m)) for m in a + bb)
 
     run(go())
+
+
+# -- two-stage topology: stage 1 (partials) and stage 2 (merge), in-process ----------------
+
+def two_stage(broker: Broker, n_partials: int = 2, sources: int = 4) -> tuple[Worker, FakeConsumer, Worker, FakeConsumer]:
+    from stream.merge import MergeState
+
+    clock = FakeClock()
+    c1cfg = PipelineConfig(snapshot_interval_s=10.0, stage="partials")
+    s1 = PartitionedState(c1cfg, Decoder, clock=clock.monotonic)
+    topics1 = WorkerTopics("in", "shifts", "dead", "app-state", partials="app-partials", partials_partitions=n_partials, sources=sources)
+    c1 = FakeConsumer(broker)
+    w1 = Worker(s1, topics1, c1, FakeProducer(broker), broker.read_changelog, clock=clock)
+    s2 = MergeState(PipelineConfig(snapshot_interval_s=10.0, stage="merge"), clock=clock.monotonic, stats=s1.stats)
+    c2 = PartialsConsumer(broker, "app-partials")
+    w2 = Worker(s2, WorkerTopics("app-partials", "shifts", "dead", "app-merge-state"), c2, FakeProducer(broker), broker.reader("app-merge-state"), clock=clock)
+    return w1, c1, w2, c2
+
+
+class PartialsConsumer(FakeConsumer):
+    """Reads what stage 1 produced to the partials topic (by partition)."""
+
+    def __init__(self, broker: Broker, topic: str) -> None:
+        super().__init__(broker, max_per_partition=10_000)
+        self.topic = topic
+
+    def assign(self, parts: list[int]) -> set[TopicPartition]:
+        self.assigned = {TopicPartition(self.topic, p) for p in parts}
+        for tp in self.assigned:
+            self.pos.setdefault(tp, 0)
+        return self.assigned
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        out = {}
+        for tp in sorted(self.assigned):
+            recs = [Rec(i, v) for i, (p, _, v) in enumerate(r for r in self.b.topics.get(self.topic, []) if r[0] == tp.partition)]
+            new = recs[self.pos[tp] :]
+            if new:
+                out[tp] = new
+                self.pos[tp] += len(new)
+        await asyncio.sleep(0)
+        return out
+
+    async def commit(self, offsets: dict[Any, int]) -> None:
+        pass
+
+
+def _spread(msgs_by_key: dict[str, list[bytes]], sources: int, keyed: bool) -> dict[int, list[bytes]]:
+    """Keyed: each key on one partition; unkeyed: a key's messages round-robin over all."""
+    out: dict[int, list[bytes]] = {p: [] for p in range(sources)}
+    timed = sorted((json.loads(m)[0]["ts"], i, j, m) for i, key in enumerate(sorted(msgs_by_key)) for j, m in enumerate(msgs_by_key[key]))
+    for _, i, j, m in timed:  # each partition in time order, as producers write it
+        out[(i if keyed else j) % sources].append(m)
+    return out
+
+
+def _run_two_stage(spread: dict[int, list[bytes]]) -> tuple[list[dict], Any]:
+    async def go() -> tuple[list[dict], Any]:
+        b = Broker()
+        for p, msgs in spread.items():
+            b.load(p, msgs)
+        w1, c1, w2, c2 = two_stage(b)
+        await w1.on_assigned(c1.assign(list(spread)))
+        await w2.on_assigned(c2.assign([0, 1]))
+        for _ in range(200):
+            await w1.step()
+            await w2.step()
+        w1.clock.t += 60  # type: ignore[attr-defined]
+        await w1.tick()
+        await w2.step()
+        return b.published("shifts"), w2.state
+
+    return run(go())
+
+
+def test_two_stage_gives_the_same_shifts_however_the_producer_partitions():
+    a, bb = data()
+    by_key = {"A": a, "B": bb}
+    keyed, ks = _run_two_stage(_spread(by_key, 4, keyed=True))
+    unkeyed, us = _run_two_stage(_spread(by_key, 4, keyed=False))
+    total = sum(len(json.loads(m)) for m in a + bb)
+    assert ks.stats.late == us.stats.late == 0 and ks.stats.accepted == us.stats.accepted == total
+    for st in (ks, us):  # every event reached stage 2's all-time state, once
+        assert sum(s.moments.count for p in st.parts.values() for s in p.pipeline.states.values()) == total
+    shifts = [s for s in keyed if s["type"] == "shift"]
+    assert [s["key"] for s in shifts] == ["A"]
+    strip = lambda docs: [{k: v for k, v in d.items() if k != "examples"} for d in docs]  # noqa: E731
+    assert strip(keyed) == strip(unkeyed)  # same keys, at, ids, evidence
+
+
+def test_two_stage_crash_of_either_stage_loses_and_doubles_nothing():
+    from stream.merge import MergeState
+
+    a, bb = data()
+    spread = _spread({"A": a, "B": bb}, 4, keyed=False)
+    expected, _ = _run_two_stage(spread)
+    total = sum(len(json.loads(m)) for m in a + bb)
+
+    async def go() -> list[dict]:
+        b = Broker()
+        for p, msgs in spread.items():
+            b.load(p, msgs)
+        w1, c1, w2, c2 = two_stage(b)
+        await w1.on_assigned(c1.assign(list(spread)))
+        await w2.on_assigned(c2.assign([0, 1]))
+        for _ in range(5):
+            await w1.step()
+            await w2.step()
+        await w2.checkpoint(sorted(w2.state.parts))
+        for _ in range(3):  # stage 2 applies more, then dies before its next checkpoint
+            await w1.step()
+            await w2.step()
+        # stage 1 dies too (no checkpoint since its last one); both restart from their changelogs
+        clock = w1.clock
+        s2 = MergeState(PipelineConfig(snapshot_interval_s=10.0, stage="merge"), clock=clock.monotonic)  # type: ignore[attr-defined]
+        c2b = PartialsConsumer(b, "app-partials")  # re-reads the partials topic from the start
+        w2b = Worker(s2, w2.topics, c2b, FakeProducer(b), b.reader("app-merge-state"), clock=clock)
+        await w2b.on_assigned(c2b.assign([0, 1]))
+        w1b, c1b, _, _ = two_stage(b)
+        w1b.state.stats = s2.stats
+        await w1b.on_assigned(c1b.assign(list(spread)))  # resumes from stage 1's committed offsets
+        for _ in range(200):
+            await w1b.step()
+            await w2b.step()
+        w1b.clock.t += 60  # type: ignore[attr-defined]
+        await w1b.tick()
+        await w2b.step()
+        merged = sum(s.moments.count for p in s2.parts.values() for s in p.pipeline.states.values())
+        assert merged == total, (merged, total)
+        return b.published("shifts")
+
+    got = run(go())
+    ids = [d["id"] for d in got if d["type"] == "shift"]
+    assert len(set(ids)) == len(ids) and set(ids) == {d["id"] for d in expected if d["type"] == "shift"}
