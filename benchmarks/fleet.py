@@ -383,6 +383,15 @@ def _detectors() -> dict[str, Callable[[], object]]:
         out["seasonal"] = SeasonalShiftDetector
     except ImportError:  # pragma: no cover - while the module is being written
         pass
+    try:  # every registered streaming detector, by its registry name (trend, edivisive, ...)
+        from functools import partial
+
+        from detectors.base import make_streaming, streaming_names
+
+        for name in streaming_names():
+            out.setdefault(name, partial(make_streaming, name))
+    except ImportError:  # pragma: no cover
+        pass
     return out
 
 
@@ -605,7 +614,7 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keys", type=int, default=120)
     ap.add_argument("--hours", type=float, default=12.0)
-    ap.add_argument("--detector", default="seasonal", help="snapshot (the stream's default) | seasonal")
+    ap.add_argument("--detector", default="seasonal", help="snapshot (the stream's default, also 'edivisive') | seasonal (registered as 'trend') | any registered name")
     ap.add_argument("--engine", choices=("pipeline", "windows"), default="windows")
     ap.add_argument("--no-pool", action="store_true", help="feed every 30 s window to the detector, however few samples (the Pipeline before pooling)")
     ap.add_argument("--quick", action="store_true", help="40 keys, 8 hours")

@@ -1,21 +1,23 @@
 """Trend-aware shift detection: a shift is a jump that the key's own drift cannot explain.
 
-The rule (for users): over the key's recent snapshots (default the last 120), the log of
-each percentile is fitted with a straight line plus, at the candidate snapshot, both a
-bend (the slope may change there) and a jump; a shift is reported when the jump alone is
-significant (p <= 1e-7) and at least 10 % (plus one quantization step when values come in
-whole milliseconds), and the new level has held for 6 minutes of event time and at
-least 5 snapshots, with the newest 3 and 80 % of them nearer the new level than the old.
-So a daily load curve, a slow leak or a lunch-time hump (level changes spread over many
-snapshots) is not a shift, a brownout that ends within 6 minutes is not a shift, and a
-step is one however the key was drifting before it.
+The rule (for users, two sentences): a shift is reported at snapshot c when, fitting the
+log of each percentile over the key's last 120 snapshots (at most 3 hours) with a
+straight line that may bend at c, the level still jumps at c by at least 10 % (plus one
+step of the values' resolution, e.g. 1 ms, clearing that by 1.5 standard errors) with
+p <= 1e-7 (its variance widened for autocorrelated residuals), and the medians of the 10
+snapshots either side of c differ by as much. The new level must have held for 6 minutes
+and 5 snapshots, the newest 3 and 80 % of them nearer the new level than the old, and
+the snapshots of a brownout that ended (over 25 % and 4 robust deviations off the medians
+of the 30 snapshots before and after) are left out of the fit.
 
-Why a bend as well as a line: a drift that starts at some time (the morning ramp) is a
-change of slope, not of level; without the bend the ramp's start would look like a step.
-Reported shifts become known steps of the fit (so the slope is still estimated across
-them) and the next shift must come after them. Deterministic; no retractions (the
-confirmation waits instead). ``update``, ``to_bytes`` and ``from_bytes`` as
-``SnapshotShiftDetector``.
+So a daily load curve, a slow leak or a lunch-time hump (changes spread over many
+snapshots) is not a shift, a brownout shorter than 6 minutes is not a shift, and a step
+is found wherever the key was drifting. Why a bend as well as a line: a drift that
+starts at some time (the morning ramp) is a change of slope, not of level. Reported
+shifts become known steps of the fit, and the next shift must come at least 5 snapshots
+after. No comparison with the same time yesterday (that needs a day of history per key).
+Deterministic; no retractions (the confirmation waits instead). ``update``, ``to_bytes``
+and ``from_bytes`` as ``SnapshotShiftDetector``; registered as streaming detector ``trend``.
 """
 
 from __future__ import annotations
