@@ -75,7 +75,10 @@ class WorkerProc:
         return self
 
     def start(self, timeout: float = 60.0) -> "WorkerProc":
-        self.launch()
+        return self.launch().wait_serving(timeout)
+
+    def wait_serving(self, timeout: float = 60.0) -> "WorkerProc":
+        """Wait until the launched process serves /healthz."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
