@@ -302,3 +302,15 @@ def test_signal_from_topic_name_or_content():
     wrong = OtlpDecoder().decode(mraw, Source("otlp_spans", 0, 1))  # the topic says traces: no samples, dead letters
     assert len(wrong) == 0 and wrong.hists == [] and wrong.dead
     m.shutdown()
+
+
+def test_an_empty_delta_point_adds_nothing():
+    req, dp = _one_point()
+    dp.count = 0
+    dp.sum = 0.0
+    dp.ClearField("min")
+    dp.ClearField("max")
+    for i in range(len(dp.bucket_counts)):
+        dp.bucket_counts[i] = 0
+    d = _metrics().decode(req.SerializeToString())
+    assert d.hists == [] and d.dead == []

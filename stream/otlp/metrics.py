@@ -89,7 +89,7 @@ def _metric(m: Any, ctx: _Ctx, cfg: MetricConfig, diff: CumulativeDifferencer, o
             attrs = attr_dict(dp.attributes)
             if temporality == _CUMULATIVE:
                 h = diff.update(_stream_id(ctx, kind, attrs), h)
-            if h is not None:
+            if h is not None and h.count:  # an empty interval adds nothing
                 _emit(h, attrs, ctx, cfg, out, default_ts)
         except PointReject as r:
             dead(r.reason, f"{where}.data_points[{pi}]: {r.error}", dp.SerializeToString(), index)
