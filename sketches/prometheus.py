@@ -28,6 +28,7 @@ from .otel import PROM_MAX_SCHEMA, PROM_MIN_SCHEMA, PromNativeHistogram, _spans
 __all__ = ["NativeBuckets", "native_buckets", "le_counts"]
 
 _MAX_REFINE = 10  # a schema at most this much finer than the sketch (2**10 pieces per bucket)
+_MAX_PIECES = 1 << 20  # and at most this many buckets out
 
 
 @dataclass(slots=True, frozen=True)
@@ -93,6 +94,8 @@ def native_buckets(s: LogBuckets, schema: int = 3, *, sum: float | None = None) 
     sides = []
     for store in (s.pos, s.neg):
         nz = np.flatnonzero(store.arr)
+        if d < 0 and nz.size << -d > _MAX_PIECES:
+            raise ValueError(f"schema {schema} would split {nz.size} buckets into more than {_MAX_PIECES}")
         sides.append(_side(nz.astype(np.int64) + store.offset, store.arr[nz].astype(np.int64), d))
     return NativeBuckets(schema, 0.0, s.zero, count, float(s.sum if sum is None else sum), sides[0], sides[1])
 
