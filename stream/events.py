@@ -27,9 +27,11 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Iterable, Union
 
 import msgspec
@@ -272,7 +274,46 @@ def parse_timestamp(ts: Any, limits: DecodeLimits, unit: str = "s") -> float:
     return t
 
 
+_RFC3339_COMMON = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?(Z|[+-][0-9]{2}:[0-9]{2})\Z")
+
+
+@lru_cache(maxsize=4096)
+def _minute_epoch(prefix: str) -> int | None:
+    """Epoch seconds of ``YYYY-MM-DDTHH:MM`` in UTC, or None if it is no valid time (a pure
+    function, memoised: access logs repeat the minute of their timestamps)."""
+    try:
+        return int(datetime.fromisoformat(prefix + ":00+00:00").timestamp())
+    except ValueError:
+        return None
+
+
+def _rfc3339_common(ts: str) -> float | None:
+    """The usual shape (``2026-01-05T10:00:00.250Z``, ``...+01:00``) without building a
+    datetime; None for anything else. The same float as ``datetime.timestamp()``: both
+    divide the exact count of microseconds by 10**6, correctly rounded."""
+    m = _RFC3339_COMMON.match(ts)
+    if m is None:
+        return None
+    prefix, sec, frac, off = m.groups()
+    base = _minute_epoch(prefix)
+    s = int(sec)
+    if base is None or s > 59:
+        return None
+    if off == "Z":
+        shift = 0
+    else:
+        h, mi = int(off[1:3]), int(off[4:6])
+        if h > 23 or mi > 59:
+            return None
+        shift = (h * 3600 + mi * 60) * (1 if off[0] == "+" else -1)
+    us = int(frac.ljust(6, "0")) if frac else 0
+    return ((base + s - shift) * 1_000_000 + us) / 1_000_000
+
+
 def _parse_rfc3339(ts: str) -> float:
+    t = _rfc3339_common(ts)
+    if t is not None:
+        return t
     if len(ts) > 64:
         raise _Reject("bad_timestamp", "ts string is longer than 64 characters")
     text = ts.strip()
@@ -327,7 +368,7 @@ class Decoder:
     ``false``); floats, null, arrays and objects are ``bad_key``.
     """
 
-    __slots__ = ("unit", "scale", "limits", "ts_unit", "ts_div", "fields", "_types", "_typed", "_segs", "_fast_fn")
+    __slots__ = ("unit", "scale", "limits", "ts_unit", "ts_div", "fields", "_types", "_typed", "_segs", "_fast_fn", "_lines")
 
     def __init__(
         self,
@@ -356,9 +397,11 @@ class Decoder:
         if self.fields.is_default:
             self._typed: TypedMapping | None = None
             self._fast_fn = self._fast
+            self._lines = self._types.event
         else:
             self._typed = typed_mapping(self.fields, self.limits.max_key_chars, ts_unit != "s")
             self._fast_fn = self._fast_mapped if self._typed is not None else _never
+            self._lines = self._typed.event if self._typed is not None else self._types.event
 
     @property
     def mapped(self) -> bool:
@@ -625,21 +668,40 @@ class Decoder:
             return False
         if cheap_depth_bound(raw, len(evs)) > self.limits.max_depth:
             return False
+        return self._accept_mapped(evs, default_ts, out, False)
+
+    def _accept_mapped(self, evs: list[Any], default_ts: "float | None | list[float | None]", out: Decoded, per_event: bool) -> bool:
+        """Keys (composed), values and stamps of typed mapped events, then :meth:`_accept`."""
+        tm = self._typed
+        assert tm is not None
         if len(tm.keys) == 1:
             g = tm.keys[0]
             keys = [g(e) for e in evs]
             parts = [[k] for k in keys] if self.fields.labelled else None
         else:
             parts = [[g(e) for g in tm.keys] for e in evs]
-            keys = [compose_key(p) for p in parts]
+            keys = [_compose(p) for p in parts]
             if max(map(len, keys)) > self.limits.max_key_chars:
                 return False
         vals = [tm.value(e) for e in evs]
         stamps = [tm.ts(e) for e in evs]
-        return self._accept(keys, vals, stamps, default_ts, out, parts)
+        return self._accept(keys, vals, stamps, default_ts, out, parts, per_event)
 
-    def _accept(self, keys: list[str], vals: list[float], stamps: list[Any], default_ts: float | None, out: Decoded, parts: list[list[str]] | None) -> bool:
-        """Range checks of typed events, then append them all; False leaves it to the exact path."""
+    def _accept(
+        self,
+        keys: list[str],
+        vals: list[float],
+        stamps: list[Any],
+        default_ts: "float | None | list[float | None]",
+        out: Decoded,
+        parts: list[list[str]] | None,
+        per_event: bool = False,
+    ) -> bool:
+        """Range checks of typed events, then append them all; False leaves it to the exact path.
+
+        ``default_ts`` is one message's timestamp, or (``per_event``: each event is its own
+        record) a list of them, one per event.
+        """
         lim = self.limits
         div = self.ts_div
         strings = False
@@ -657,15 +719,29 @@ class Decoder:
         total = sum(stamps)
         if total != total:  # NaN: only the absent-ts default can be NaN
             # an event without ts: the message timestamp (already seconds) stands in, if there is one
-            if default_ts is None:
+            if type(default_ts) is list:
+                stamps = [d if t != t else t for t, d in zip(stamps, default_ts)]
+                if None in stamps:
+                    return False
+            elif default_ts is None:
                 return False
-            stamps = [default_ts if t != t else t for t in stamps]
+            else:
+                stamps = [default_ts if t != t else t for t in stamps]
         # msgspec never yields NaN or inf for a JSON number, so min/max suffice.
         scale = self.scale
         lo = lim.min_ts if self.ts_div == 1.0 else max(lim.min_ts, lim.plausible_min_ts)
         if min(vals) < 0.0 or max(vals) * scale > lim.max_value_s or min(stamps) < lo or max(stamps) > lim.max_ts:
             return False
-        out.append_many(keys, [v * scale for v in vals] if scale != 1.0 else vals, stamps)
+        vals = [v * scale for v in vals] if scale != 1.0 else vals
+        if per_event:  # as if each event had been decoded alone: one run per event
+            out.keys.extend(keys)
+            out.runs.extend([(k, 1) for k in keys])
+            out.values.extend(vals)
+            out.ts.extend(stamps)
+            out.vbuf.extend(vals)
+            out.tbuf.extend(stamps)
+        else:
+            out.append_many(keys, vals, stamps)
         if parts is not None:
             labels, paths = out.labels, self.fields.key_fields
             for k, p in zip(keys, parts):
@@ -681,11 +757,47 @@ class Decoder:
         """
         out = Decoded()
         fast, limit = self._fast_fn, self.limits.max_message_bytes
-        for raw, offset, default_ts in items:
-            if type(raw) is bytes and len(raw) <= limit and fast(raw, default_ts, out):
+        items = items if type(items) is list else list(items)
+        for start in range(0, len(items), _JOIN):
+            chunk = items[start : start + _JOIN]
+            if len(chunk) > 1 and self._fast_joined(chunk, out):
                 continue
-            out.extend(self._decode(raw, Source(topic, partition, offset), default_ts, fast=False))  # type: ignore[arg-type]
+            for raw, offset, default_ts in chunk:
+                if type(raw) is bytes and len(raw) <= limit and fast(raw, default_ts, out):
+                    continue
+                out.extend(self._decode(raw, Source(topic, partition, offset), default_ts, fast=False))  # type: ignore[arg-type]
         return out
+
+    def _fast_joined(self, chunk: list[tuple[bytes | None, int, float | None]], out: Decoded) -> bool:
+        """Many single-event records in one typed parse (``decode_lines`` of the records
+        joined by newlines), for a batch where every record is one valid event.
+
+        Sound because each record must start with ``{`` and end with ``}``: a newline
+        cannot sit inside a JSON string, and after a closing brace inside an unclosed
+        container the next token cannot be ``{``, so every record holds at least one whole
+        value of its own; as many values as records means exactly one each. Anything else
+        (or any check failing) returns False having added nothing, and the records are
+        decoded one by one.
+        """
+        limit = self.limits.max_message_bytes
+        raws = []
+        for raw, _, _ in chunk:
+            if type(raw) is not bytes or len(raw) > limit or raw[:1] != b"{" or raw[-1:] != b"}":
+                return False
+            raws.append(raw)
+        buf = b"\n".join(raws)
+        try:
+            evs = self._lines.decode_lines(buf)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            return False
+        if len(evs) != len(raws) or max(map(cheap_depth_bound, raws)) > self.limits.max_depth:
+            return False
+        dts = [d for _, _, d in chunk]
+        if self._typed is not None:
+            return self._accept_mapped(evs, dts, out, True)
+        if self.mapped:
+            return False
+        return self._accept([e.key for e in evs], [e.value for e in evs], [e.ts for e in evs], dts, out, None, True)
 
     def decode_many(self, raws: Iterable[bytes]) -> Decoded:
         out = Decoded()
@@ -697,6 +809,17 @@ class Decoder:
 _NAN = math.nan
 _WS = (b" ", b"\t", b"\n", b"\r")
 _FAILED: Any = object()
+#: Records per joined typed parse in :meth:`Decoder.decode_batch`: large enough to pay
+#: for itself, small enough that one bad record costs only its chunk a second parse.
+_JOIN = 128
+
+
+def _compose(parts: list[str]) -> str:
+    """``compose_key(parts)``, without its escaping work when no part needs escaping."""
+    k = "|".join(parts)
+    if "\\" in k or k.count("|") != len(parts) - 1:
+        return compose_key(parts)
+    return k
 
 
 def _to_seconds(t: float | int, div: float) -> float:

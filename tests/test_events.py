@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from datetime import datetime
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -564,3 +565,99 @@ def test_json_grammar_messages_end_as_events_or_dead_letters(raw, which, default
         assert len(out.keys) + len(out.dead) == len(doc) or [x.reason for x in out.dead] == ["too_deep"]
     elif not (isinstance(doc, dict) and doc.get("values") == []):
         assert len(out.keys) + len(out.dead) >= 1
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2286, 1, 1)),
+    st.sampled_from(["", ".5", ".05", ".123", ".123456", ".1234567", ".000001"]),
+    st.sampled_from(["Z", "z", "+00:00", "-00:00", "+01:00", "-05:30", "+23:59", "+24:00", "+05:60"]),
+    st.sampled_from(["T", "t", " "]),
+)
+def test_the_common_rfc3339_shape_parses_exactly_as_datetime_does(dt, frac, off, sep):
+    from stream.events import _rfc3339_common
+
+    text = dt.strftime("%Y-%m-%d") + sep + dt.strftime("%H:%M:%S") + frac + off
+    fast = _rfc3339_common(text)
+    try:
+        ref = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text).timestamp()
+    except ValueError:
+        ref = None
+    if fast is not None:
+        assert fast == ref, text
+    out = Decoder().decode(json.dumps({"key": "k", "value": 1, "ts": text}).encode())
+    exact = Decoder()._decode(json.dumps({"key": "k", "value": 1, "ts": text}).encode(), None, None, fast=False)
+    assert (out.ts, [d.reason for d in out.dead]) == (exact.ts, [d.reason for d in exact.dead])
+    if ref is not None and 0 <= ref <= 1e10:
+        assert out.ts == [ref]
+
+
+def test_bad_calendar_times_in_the_common_shape_fall_back_and_are_rejected():
+    for text in ["2026-02-30T10:00:00Z", "2026-13-01T10:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T10:60:00Z", "2026-01-01T10:00:60Z"]:
+        out = Decoder().decode(json.dumps({"key": "k", "value": 1, "ts": text}).encode())
+        assert [d.reason for d in out.dead] == ["bad_timestamp"], text
+
+
+def _per_record(d: Decoder, items):
+    one = Decoded()
+    for raw, off, ts in items:
+        one.extend(d.decode(raw, Source("in", 0, off), default_ts=ts))
+    return one
+
+
+def _same_batch(d: Decoder, items):
+    batch = d.decode_batch(items, "in", 0)
+    one = _per_record(d, items)
+    assert (batch.keys, batch.values, batch.ts, batch.runs, batch.labels) == (one.keys, one.values, one.ts, one.runs, one.labels)
+    assert list(batch.vbuf) == list(one.vbuf) and list(batch.tbuf) == list(one.tbuf)
+    assert batch.dead == one.dead
+    return batch
+
+
+def test_joined_parsing_of_single_event_records_cannot_be_fooled_across_records():
+    """decode_batch parses runs of records in one go; records that only make sense glued
+    together must still be decoded (and rejected) one by one."""
+    ev = b'{"key":"a","value":1,"ts":1763800000}'
+    tricky = [
+        [b'{"x":[{}', b'{}],"key":"a","value":1,"ts":1763800000}', ev + b"," + ev],  # 1 + 0 + 2 values = 3 records
+        [ev + b" " + ev, b"{}"],
+        [ev + b"\n" + ev, b" "],
+        [b'{"key":"a","value":1,"ts":1763800000,"s":"}', b'{"}'],
+        [ev, b'{"key":"a","value":1}', ev],  # no ts, no message timestamp
+        [ev, b'{"key":"a","value":1}'],
+    ]
+    d = Decoder()
+    for raws in tricky:
+        items = [(r, i, None) for i, r in enumerate(raws)]
+        batch = _same_batch(d, items)
+        assert batch.dead, raws
+    good = [(ev, i, None) for i in range(300)] + [(b'{"key":"b","value":2}', 300, 1763800001.0)]
+    assert len(_same_batch(d, good)) == 301
+
+
+_valid_record = st.fixed_dictionaries(
+    {"key": st.text(min_size=1, max_size=6), "value": st.one_of(st.floats(0, 1e6), st.integers(0, 10**6)), "x": st.sampled_from(["p"] * 20 + [1, True]),
+     "ts": st.one_of(st.floats(1.7e9, 1.8e9), st.integers(1_700_000_000, 1_800_000_000), st.just("2025-11-22T08:26:40.5Z"))},
+)
+_UNIT_FACTOR = {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(_valid_record, min_size=1, max_size=300),
+    st.lists(st.tuples(st.integers(0, 299), _jmessage), max_size=2),
+    st.sampled_from(range(len(_DECODERS))),
+    st.sampled_from([None, 1763800000.5]),
+)
+def test_a_batch_of_grammar_records_decodes_like_its_records_one_by_one(docs, poison, which, default_ts):
+    d = _DECODERS[which]
+    raws = []
+    for doc in docs:
+        if default_ts is not None and doc["ts"] == "2025-11-22T08:26:40.5Z":
+            del doc["ts"]  # the message timestamp stands in
+        elif type(doc["ts"]) is int:
+            doc["ts"] *= _UNIT_FACTOR[d.ts_unit]
+        raws.append(json.dumps(doc, separators=(",", ":")).encode())
+    for i, bad in poison:
+        raws[i % len(raws)] = bad
+    _same_batch(d, [(r, i, default_ts) for i, r in enumerate(raws)])
