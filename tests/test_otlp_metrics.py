@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from stream.labels import compose_key
@@ -314,3 +316,26 @@ def test_an_empty_delta_point_adds_nothing():
         dp.bucket_counts[i] = 0
     d = _metrics().decode(req.SerializeToString())
     assert d.hists == [] and d.dead == []
+
+
+@given(st.integers(-4, 20), st.integers(-3000, 3000), st.lists(st.integers(0, 5), min_size=1, max_size=12), st.integers(0, 3),
+       st.floats(0, 1e4), st.floats(0, 1e4), st.sampled_from(["s", "ms"]))
+@settings(max_examples=400, deadline=None)
+def test_points_with_odd_min_max_still_make_checkpointable_sketches(scale, offset, counts, zero, lo, hi, unit):
+    """A producer's min/max may disagree with its buckets (a zero threshold, rounding):
+    the sketch must still survive to_bytes/from_bytes (checkpoints); absurd bucket
+    ranges are dead-lettered."""
+    from sketches import LogBuckets
+
+    req, dp = _one_point(exponential=True)
+    req.resource_metrics[0].scope_metrics[0].metrics[0].unit = unit
+    dp.scale, dp.zero_count, dp.min, dp.max = scale, zero, min(lo, hi), max(lo, hi)
+    dp.positive.offset = offset
+    del dp.positive.bucket_counts[:]
+    dp.positive.bucket_counts.extend(counts)
+    dp.count = sum(counts) + zero
+    d = _metrics().decode(req.SerializeToString())
+    assert {x.reason for x in d.dead} <= {"bad_histogram"}
+    for p in d.hists:
+        back = LogBuckets.from_bytes(p.sketch.to_bytes())
+        assert back.count == p.count == dp.count and back.min <= back.max

@@ -118,8 +118,11 @@ def from_exponential(dp: Any) -> Hist:
         raise PointReject("negative_value", f"{int(neg.sum())} values in negative buckets; latencies are >= 0")
     if zero + int(pos.sum()) != count:
         raise PointReject("bad_histogram", f"count {count} != zero_count + bucket counts ({zero + int(pos.sum())})")
-    if abs(dp.positive.offset) > (1 << 40):
-        raise PointReject("bad_histogram", f"bucket offset {dp.positive.offset} out of range")
+    nz = np.flatnonzero(pos)
+    if nz.size:  # in any time unit a latency lies within [2**-100, 2**64)
+        lo, hi = (dp.positive.offset + int(nz[0])) * 2.0 ** -dp.scale, (dp.positive.offset + int(nz[-1]) + 1) * 2.0 ** -dp.scale
+        if lo < -100 or hi > 64:
+            raise PointReject("bad_histogram", f"occupied buckets span 2**{lo:g} .. 2**{hi:g}, outside any latency's range")
     lo, hi = _min_max(dp)
     return Hist(int(dp.start_time_unix_nano), int(dp.time_unix_nano), count, _sum(dp), lo, hi, pos,
                 scale=int(dp.scale), offset=int(dp.positive.offset), zero=zero)

@@ -41,22 +41,28 @@ def hist_to_sketch(h: Hist, unit_scale: float, max_bytes: int = 1024) -> LogBuck
 
 def _exponential_exact(h: Hist, max_bytes: int) -> LogBuckets:
     total = h.sum if math.isfinite(h.sum) else _estimate_sum(*ranges(h, 1.0)[:3])
+    lo, hi = _exact_edges(h)
     dp = ExponentialHistogramDataPoint(
         scale=int(h.scale),  # type: ignore[arg-type]
         count=h.count, sum=total, zero_count=h.zero,
-        positive=OtelBuckets(h.offset, tuple(h.counts.tolist())), min=h.min, max=h.max,
+        positive=OtelBuckets(h.offset, tuple(h.counts.tolist())), min=lo, max=hi,
     )
     return from_otel(dp, max_bytes=max_bytes)
+
+
+def _exact_edges(h: Hist) -> tuple[float | None, float | None]:
+    nz = np.flatnonzero(h.counts)
+    occupied = (h.offset + int(nz[0]), h.offset + int(nz[-1])) if nz.size else None
+    return _edges(h, 1.0, int(h.scale), occupied, h.zero)  # type: ignore[arg-type]
 
 
 def ranges(h: Hist, unit_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Non-empty buckets as (lo, hi] in seconds with their counts, plus the count of zeros."""
     if h.scale is not None:
-        k = h.offset + np.arange(h.counts.size, dtype=np.float64)
+        keep = np.flatnonzero(h.counts)
+        k = (h.offset + keep).astype(np.float64)
         f = 2.0 ** -h.scale
-        lo, hi = np.exp2(k * f) * unit_scale, np.exp2((k + 1) * f) * unit_scale
-        keep = h.counts > 0
-        return lo[keep], hi[keep], h.counts[keep], h.zero
+        return np.exp2(k * f) * unit_scale, np.exp2((k + 1) * f) * unit_scale, h.counts[keep], h.zero
     b = h.bounds * unit_scale  # type: ignore[operator]
     if b.size == 0:
         return _one_bucket(h, unit_scale)
@@ -112,26 +118,54 @@ def _spread(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, zeros: int, h: H
     for a, b, c in zip(lo.tolist(), hi.tolist(), counts.tolist()):
         for i, n in _spread_one(a, b, c, scale):
             acc[i] = acc.get(i, 0) + n
+    if h.min is not None and h.max is not None:
+        _pin_extremes(acc, h.min * unit_scale, h.max * unit_scale, scale)
     first = min(acc) if acc else 0
     dense = [0] * ((max(acc) - first + 1) if acc else 0)
     for i, n in acc.items():
         dense[i - first] = n
     total = h.sum * unit_scale if math.isfinite(h.sum) else _estimate_sum(lo, hi, counts)
-    lo_v, hi_v = _edges(h, unit_scale, lo, hi, zeros)
+    lo_v, hi_v = _edges(h, unit_scale, scale, (first, first + len(dense) - 1) if dense else None, zeros)
     dp = ExponentialHistogramDataPoint(
         scale=scale, count=h.count, sum=total, zero_count=zeros, positive=OtelBuckets(first, tuple(dense)), min=lo_v, max=hi_v,
     )
     return from_otel(dp, max_bytes=max_bytes)
 
 
-def _edges(h: Hist, u: float, lo: np.ndarray, hi: np.ndarray, zeros: int) -> tuple[float | None, float | None]:
-    """The point's min/max in seconds, kept inside the occupied range (the sketch checks
-    that they come from its outermost buckets)."""
+def _pin_extremes(acc: dict[int, int], lo: float, hi: float, scale: int) -> None:
+    """Move one count into the buckets of the known min and max when the spread left
+    them empty, so the sketch keeps the point's exact min and max."""
+    for v, lowest in ((lo, True), (hi, False)):
+        if v <= 0 or not acc:
+            continue
+        j = int(_index(np.array([v]), scale)[0])
+        k = min(acc) if lowest else max(acc)
+        if (j < k) if lowest else (j > k):
+            acc[k] -= 1
+            if not acc[k]:
+                del acc[k]
+            acc[j] = acc.get(j, 0) + 1
+
+
+def _inside(i: int, scale: int) -> tuple[float, float]:
+    """Bucket ``i``'s range ``(base**i, base**(i+1)]``, a hair inside (float rounding)."""
+    f = 2.0 ** -scale
+    return math.exp2(i * f) * (1 + 1e-9), math.exp2((i + 1) * f) * (1 - 1e-9)
+
+
+def _clamp_edges(lo: float, hi: float, scale: int, occupied: tuple[int, int] | None, zeros: int) -> tuple[float, float]:
+    """``lo``/``hi`` moved into the outermost occupied buckets: a sketch whose min/max lie
+    outside its buckets could not be read back from a checkpoint."""
+    first = (0.0, 0.0) if zeros or occupied is None else _inside(occupied[0], scale)
+    last = _inside(occupied[1], scale) if occupied is not None else (0.0, 0.0)
+    return min(max(lo, first[0]), first[1]), min(max(hi, last[0]), last[1])
+
+
+def _edges(h: Hist, u: float, scale: int, occupied: tuple[int, int] | None, zeros: int) -> tuple[float | None, float | None]:
+    """The point's min/max in seconds when it has them, consistent with where its counts went."""
     if h.min is None or h.max is None or h.count == 0:
         return None, None
-    low = 0.0 if zeros else float(lo.min())
-    high = float(hi.max()) if lo.size else 0.0
-    return min(max(h.min * u, low), high), max(min(h.max * u, high), low)
+    return _clamp_edges(h.min * u, h.max * u, scale, occupied, zeros)
 
 
 def _spread_one(a: float, b: float, c: int, scale: int) -> list[tuple[int, int]]:
