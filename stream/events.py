@@ -27,11 +27,9 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from typing import Annotated, Any, Iterable, Union
 
 import msgspec
@@ -274,46 +272,7 @@ def parse_timestamp(ts: Any, limits: DecodeLimits, unit: str = "s") -> float:
     return t
 
 
-_RFC3339_COMMON = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?(Z|[+-][0-9]{2}:[0-9]{2})\Z")
-
-
-@lru_cache(maxsize=4096)
-def _minute_epoch(prefix: str) -> int | None:
-    """Epoch seconds of ``YYYY-MM-DDTHH:MM`` in UTC, or None if it is no valid time (a pure
-    function, memoised: access logs repeat the minute of their timestamps)."""
-    try:
-        return int(datetime.fromisoformat(prefix + ":00+00:00").timestamp())
-    except ValueError:
-        return None
-
-
-def _rfc3339_common(ts: str) -> float | None:
-    """The usual shape (``2026-01-05T10:00:00.250Z``, ``...+01:00``) without building a
-    datetime; None for anything else. The same float as ``datetime.timestamp()``: both
-    divide the exact count of microseconds by 10**6, correctly rounded."""
-    m = _RFC3339_COMMON.match(ts)
-    if m is None:
-        return None
-    prefix, sec, frac, off = m.groups()
-    base = _minute_epoch(prefix)
-    s = int(sec)
-    if base is None or s > 59:
-        return None
-    if off == "Z":
-        shift = 0
-    else:
-        h, mi = int(off[1:3]), int(off[4:6])
-        if h > 23 or mi > 59:
-            return None
-        shift = (h * 3600 + mi * 60) * (1 if off[0] == "+" else -1)
-    us = int(frac.ljust(6, "0")) if frac else 0
-    return ((base + s - shift) * 1_000_000 + us) / 1_000_000
-
-
 def _parse_rfc3339(ts: str) -> float:
-    t = _rfc3339_common(ts)
-    if t is not None:
-        return t
     if len(ts) > 64:
         raise _Reject("bad_timestamp", "ts string is longer than 64 characters")
     text = ts.strip()
