@@ -339,3 +339,30 @@ def test_points_with_odd_min_max_still_make_checkpointable_sketches(scale, offse
     for p in d.hists:
         back = LogBuckets.from_bytes(p.sketch.to_bytes())
         assert back.count == p.count == dp.count and back.min <= back.max
+
+
+@given(st.lists(st.floats(0.0, 100.0), min_size=0, max_size=8, unique=True), st.lists(st.integers(0, 4), min_size=9, max_size=9),
+       st.floats(0, 200), st.floats(0, 200), st.booleans(), st.sampled_from(["s", "ms"]))
+@settings(max_examples=300, deadline=None)
+def test_explicit_points_make_checkpointable_sketches(bounds, counts, lo, hi, with_min_max, unit):
+    from sketches import LogBuckets
+
+    req, dp = _one_point()
+    req.resource_metrics[0].scope_metrics[0].metrics[0].unit = unit
+    bounds = sorted(bounds)
+    del dp.explicit_bounds[:]
+    dp.explicit_bounds.extend(bounds)
+    del dp.bucket_counts[:]
+    dp.bucket_counts.extend(counts[: len(bounds) + 1])
+    dp.count = sum(counts[: len(bounds) + 1])
+    dp.ClearField("min")
+    dp.ClearField("max")
+    if with_min_max:
+        dp.min, dp.max = min(lo, hi), max(lo, hi)
+    d = _metrics().decode(req.SerializeToString())
+    assert d.dead == []
+    for p in d.hists:
+        back = LogBuckets.from_bytes(p.sketch.to_bytes())
+        assert back.count == p.count == dp.count
+        if with_min_max and p.count > 1:
+            assert back.min <= back.max

@@ -29,6 +29,7 @@ __all__ = ["hist_to_sketch", "ranges"]
 
 _MIN_SCALE, _MAX_SCALE = -10, 12
 _FROM_ZERO = 1.0 / 1024.0  # a bucket from 0 is spread from hi/1024 (uniform: within 0.1 % of from 0)
+_TINY, _HUGE = 1e-30, 2.0**64  # seconds: below is a zero, above is clamped
 
 
 def hist_to_sketch(h: Hist, unit_scale: float, max_bytes: int = 1024) -> LogBuckets:
@@ -77,11 +78,19 @@ def ranges(h: Hist, unit_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarr
         lo[nz[0]] = min(max(lo[nz[0]], h.min * unit_scale), hi[nz[0]])
     if nz.size and h.max is not None:
         hi[nz[-1]] = max(min(hi[nz[-1]], h.max * unit_scale), lo[nz[-1]])
-    zero_mask = hi <= 0.0
-    zeros = int(h.counts[zero_mask].sum())
-    keep = (h.counts > 0) & ~zero_mask
-    lo = np.where(lo[keep] <= 0.0, hi[keep] * _FROM_ZERO, lo[keep])
-    return lo, hi[keep], h.counts[keep], zeros
+    keep = h.counts > 0
+    return _sane(lo[keep], hi[keep], h.counts[keep], 0)
+
+
+def _sane(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, zeros: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Ranges a log-bucket spread can take: at most 2**64 s; below 1e-30 s is a zero; a
+    range reaching down more than 10 octaves is spread uniformly from ``hi/1024``."""
+    hi = np.minimum(hi, _HUGE)
+    zero = hi <= _TINY
+    zeros += int(counts[zero].sum())
+    lo, hi, counts = lo[~zero], hi[~zero], counts[~zero]
+    lo = np.minimum(np.maximum(lo, hi * _FROM_ZERO), hi)
+    return lo, hi, counts, zeros
 
 
 def _one_bucket(h: Hist, u: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -91,9 +100,7 @@ def _one_bucket(h: Hist, u: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     mean = h.sum / h.count * u if math.isfinite(h.sum) else 0.0
     lo = h.min * u if h.min is not None else mean
     hi = h.max * u if h.max is not None else mean
-    if hi <= 0.0:
-        return np.empty(0), np.empty(0), np.empty(0, dtype=np.int64), h.count
-    return np.array([lo if lo > 0 else hi * _FROM_ZERO]), np.array([hi]), np.array([h.count], dtype=np.int64), 0
+    return _sane(np.array([lo]), np.array([hi]), np.array([h.count], dtype=np.int64), 0)
 
 
 def _estimate_sum(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray) -> float:
@@ -118,8 +125,8 @@ def _spread(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, zeros: int, h: H
     for a, b, c in zip(lo.tolist(), hi.tolist(), counts.tolist()):
         for i, n in _spread_one(a, b, c, scale):
             acc[i] = acc.get(i, 0) + n
-    if h.min is not None and h.max is not None:
-        _pin_extremes(acc, h.min * unit_scale, h.max * unit_scale, scale)
+    if h.min is not None and h.max is not None and lo.size:
+        _pin_extremes(acc, h.min * unit_scale, h.max * unit_scale, scale, float(lo.min()), float(hi.max()))
     first = min(acc) if acc else 0
     dense = [0] * ((max(acc) - first + 1) if acc else 0)
     for i, n in acc.items():
@@ -132,11 +139,12 @@ def _spread(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, zeros: int, h: H
     return from_otel(dp, max_bytes=max_bytes)
 
 
-def _pin_extremes(acc: dict[int, int], lo: float, hi: float, scale: int) -> None:
+def _pin_extremes(acc: dict[int, int], lo: float, hi: float, scale: int, low: float, high: float) -> None:
     """Move one count into the buckets of the known min and max when the spread left
-    them empty, so the sketch keeps the point's exact min and max."""
+    them empty, so the sketch keeps the point's exact min and max (only when they lie in
+    the spread's domain [low, high]: a producer's min/max may disagree with its buckets)."""
     for v, lowest in ((lo, True), (hi, False)):
-        if v <= 0 or not acc:
+        if not (low <= v <= high and v > 0) or not acc:
             continue
         j = int(_index(np.array([v]), scale)[0])
         k = min(acc) if lowest else max(acc)
@@ -169,8 +177,8 @@ def _edges(h: Hist, u: float, scale: int, occupied: tuple[int, int] | None, zero
 
 
 def _spread_one(a: float, b: float, c: int, scale: int) -> list[tuple[int, int]]:
-    """``c`` values uniform on (a, b] as integer counts per log bucket (cumulative rounding,
-    so the counts add up to ``c`` exactly)."""
+    """``c`` values spread over (a, b] (log-uniformly; uniformly for a range from 0) as
+    integer counts per log bucket (cumulative rounding: they add up to ``c`` exactly)."""
     ia, ib = (int(v) for v in _index(np.array([a, b]), scale))
     if b <= a or ia == ib:
         return [(ib, c)]
