@@ -1,9 +1,10 @@
 """``shiftwatch replay``: the worker's pipeline on a file of JSON lines, no broker.
 
 Each line is one message, exactly as it would sit in a Kafka record value. Lines
-are processed in fixed-size batches; lateness is decided per event, so the
-records written do not depend on the batch size, and the same file always
-produces the same bytes.
+are decoded and processed in fixed batches of BATCH_LINES, through the same batched
+typed decoding as the Kafka path. Lateness is decided per event, so which records are
+written does not depend on the batch size, but their order within a batch does: the
+batch size is fixed, and the same file always produces the same bytes.
 """
 
 from __future__ import annotations
