@@ -34,9 +34,12 @@ class FieldMap:
     labelled: bool = False
 
     def __post_init__(self) -> None:
-        problem = key_fields_problem(self.key_fields) or path_problem(self.value_field) or path_problem(self.ts_field)
+        problem = key_fields_problem(self.key_fields)
         if problem:
-            raise ValueError(problem)
+            raise ValueError(f"key_fields {','.join(map(str, self.key_fields))!r} {problem}")
+        for p in (self.value_field, self.ts_field):
+            if path_problem(p):
+                raise ValueError(f"bad field path {p!r}: {path_problem(p)}")
 
     @property
     def is_default(self) -> bool:
@@ -44,21 +47,21 @@ class FieldMap:
 
 
 def path_problem(path: Any) -> str | None:
-    """Why ``path`` is not a field path, or None (used by the settings' checks too)."""
+    """Why ``path`` is not a field path, or None (also the settings' option check)."""
     if not isinstance(path, str) or not path or any(not s for s in path.split(".")):
-        return f"bad field path {path!r}: dotted names, none empty (e.g. service.name)"
+        return "must be dotted names, none empty (e.g. service.name)"
     return None
 
 
 def key_fields_problem(paths: Any) -> str | None:
     """Why ``paths`` are not usable key fields, or None."""
     if not paths:
-        return "key_fields must name at least one field"
+        return "must name at least one field"
     for p in paths:
         if path_problem(p):
-            return path_problem(p)
+            return f"holds a bad field path {p!r}: {path_problem(p)}"
     if len(set(paths)) != len(paths):
-        return f"key_fields repeat a field: {','.join(paths)}"
+        return "must not repeat a field"
     return None
 
 
