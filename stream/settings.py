@@ -61,6 +61,18 @@ def _quantiles(qs: tuple[float, ...]) -> str | None:
     return None
 
 
+def _field_path(v: str) -> str | None:
+    from .decode.fields import path_problem
+
+    return path_problem(v)
+
+
+def _key_fields(v: tuple[str, ...]) -> str | None:
+    from .decode.fields import key_fields_problem
+
+    return key_fields_problem(v)
+
+
 def _increasing(bs: tuple[float, ...]) -> str | None:
     if bs and (any(b <= 0 or not math.isfinite(b) for b in bs) or any(a >= b for a, b in zip(bs, bs[1:]))):
         return "must be positive, increasing bucket bounds in seconds"
@@ -133,9 +145,9 @@ class Settings:
     input_format: str = _opt("json", "input record format", "decode", choices=("json", "otlp_proto", "otlp_json"))
     input_unit: str = _opt("ms", "unit of input values", "decode", choices=UNITS)
     ts_unit: str = _opt("s", "unit of numeric timestamps (epoch)", "decode", choices=UNITS)
-    key_fields: tuple[str, ...] = _opt(("key",), "dotted paths of the fields that make the key (several: a composite key with labels)", "decode", kind=str)
-    value_field: str = _opt("value", "dotted path of the response time", "decode")
-    ts_field: str = _opt("ts", "dotted path of the event time", "decode")
+    key_fields: tuple[str, ...] = _opt(("key",), "dotted paths of the fields that make the key (several: a composite key with labels)", "decode", kind=str, check=_key_fields)
+    value_field: str = _opt("value", "dotted path of the response time", "decode", check=_field_path)
+    ts_field: str = _opt("ts", "dotted path of the event time", "decode", check=_field_path)
     span_kinds: tuple[str, ...] = _opt((), "OTLP span kinds to keep, e.g. server,consumer (empty: all)", "decode", kind=str)
     max_message_bytes: int = _opt(1 << 20, "larger messages are dead-lettered as too_large", "decode", check=_at_least(1))
     # -- pipeline ---------------------------------------------------------
