@@ -180,3 +180,17 @@ def test_replay_of_access_logs_by_field_mapping(tmp_path):
     assert sum(s["count"] for s in snaps) == 600 and snaps[0]["start"] == 1767607200.0
     dead = [r for r in records if r["type"] == "dead_letter"]
     assert [(d["reason"], d["source"]["offset"]) for d in dead] == [("missing_field", 601)] and "http.route" in dead[0]["error"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--value-field", "a..b"], b"--value-field: must be dotted names"),
+        (["--key-fields", "a,a"], b"--key-fields: must not repeat a field"),
+        (["--ts-unit", "minutes"], b"--ts-unit"),
+    ],
+)
+def test_bad_field_mapping_options_are_one_line_errors(args, message):
+    r = subprocess.run([*SHIFTWATCH, "replay", "-", *args], capture_output=True, timeout=60, input=b"")
+    assert r.returncode == 2 and message in r.stderr and b"Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
