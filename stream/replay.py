@@ -142,7 +142,10 @@ def run_replay(path: str, settings: Settings, emit: set[str], flush: bool = True
             size = os.path.getsize(path)
             progress = Progress(size) if want_progress(sys.stderr, size) else None
             with open(path, "rb") as fh:
-                replay_stream(pipeline, fh, out, path, emit, flush, progress)
+                # The name goes into dead letters' source: valid text even if the file
+                # name's bytes are not UTF-8 (they arrive as lone surrogates).
+                name = path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                replay_stream(pipeline, fh, out, name, emit, flush, progress)
         out.flush()
     except BrokenPipeError:  # e.g. piped into head
         return 0

@@ -424,6 +424,8 @@ def test_bad_field_paths_are_errors():
             Decoder(value_field=bad)
     with pytest.raises(ValueError, match="repeat"):
         Decoder(key_fields=("a", "a"))
+    with pytest.raises(ValueError, match="UTF-8"):  # e.g. argv bytes that were not UTF-8
+        Decoder(key_fields=("service.\udcff",))
 
 
 _name = st.sampled_from(["cart", "api", "", "a|b", "x\\", "é", "\U0001F600"])

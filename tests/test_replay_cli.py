@@ -194,3 +194,14 @@ def test_bad_field_mapping_options_are_one_line_errors(args, message):
     r = subprocess.run([*SHIFTWATCH, "replay", "-", *args], capture_output=True, timeout=60, input=b"")
     assert r.returncode == 2 and message in r.stderr and b"Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_file_name_that_is_not_utf8_still_gives_valid_dead_letters(tmp_path):
+    import os
+
+    path = os.path.join(os.fsencode(tmp_path), b"events-\xff.jsonl")
+    with open(path, "wb") as fh:
+        fh.write(b'{"key": "a", "value": 1, "ts": 1763800000}\nnot json\n')
+    out = subprocess.run([*SHIFTWATCH, "replay", os.fsdecode(path), "--emit", "dead_letter"], capture_output=True, timeout=60, check=True).stdout
+    (dead,) = [json.loads(line) for line in out.decode("utf-8").splitlines()]
+    assert dead["reason"] == "invalid_json" and dead["source"]["topic"].endswith("events-\ufffd.jsonl")

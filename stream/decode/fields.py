@@ -50,6 +50,10 @@ def path_problem(path: Any) -> str | None:
     """Why ``path`` is not a field path, or None (also the settings' option check)."""
     if not isinstance(path, str) or not path or any(not s for s in path.split(".")):
         return "must be dotted names, none empty (e.g. service.name)"
+    try:
+        path.encode("utf-8")  # a label name in every output record
+    except UnicodeEncodeError:
+        return "must be valid UTF-8 text"
     return None
 
 
