@@ -6,13 +6,23 @@ classic methods): precision / recall / F1 with a 5-snapshot margin, false alarms
 the speed anchors: EDivisive vs Otava on 10,000 points, StreamingEDivisive.update at
 a 200-point history, and parity on the 13 vendored Otava series (tests/data/otava).
 
-    .venv/bin/python benchmarks/detectors_bench.py [--quick] [--seed N]
+With ``--tcpd DIR`` (a clone of the Turing Change Point Dataset, or a folder holding
+its ``<name>.json`` files and ``annotations.json``; default ``$SHIFTWATCH_TCPD``) it
+also scores the detectors on TCPD's univariate series with the TCPD benchmark's F1
+(van den Burg & Williams 2020: precision against the union of the annotators' points,
+recall averaged over annotators, index 0 counted as a change point on both sides,
+margin 5). Series: univariate, without missing values, not the five annotator
+quality-control series: 25 series. The stream's detector sees each value as one
+snapshot (a single metric, 1000 samples).
+
+    .venv/bin/python benchmarks/detectors_bench.py [--quick] [--seed N] [--tcpd DIR [--tcpd-only]]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -25,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detectors import EDivisive, SnapshotShiftDetector, StreamingEDivisive  # noqa: E402
+from detectors import EDivisive, SnapshotShiftDetector, StreamingEDivisive, make_streaming  # noqa: E402
 from detectors.mdl import MDLGrouping  # noqa: E402
 from detectors.perfherder import PerfherderTTest  # noqa: E402
 from detectors.talos import TalosMixture  # noqa: E402
@@ -205,10 +215,18 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small suite, for CI and smoke runs")
     ap.add_argument("--seed", type=int, default=20251122)
     ap.add_argument("--speed-only", action="store_true", help="only the speed anchors and parity")
+    ap.add_argument("--tcpd", type=Path, default=os.environ.get("SHIFTWATCH_TCPD"), help="TCPD clone or folder of its JSON files")
+    ap.add_argument("--tcpd-only", action="store_true", help="only the TCPD scores")
     args = ap.parse_args()
     reps, quiet_len, per = (3, 1200, 200) if args.quick else (10, 4000, 300)
 
     t0 = time.perf_counter()
+    if args.tcpd is not None:
+        tcpd(Path(args.tcpd))
+    else:
+        print("TCPD: skipped (clone the Turing Change Point Dataset and pass --tcpd DIR)")
+    if args.tcpd_only:
+        return 0
     if not args.speed_only:
         accuracy(args, reps, quiet_len, per)
     speed(args)
@@ -287,6 +305,104 @@ def accuracy(args, reps: int, quiet_len: int, per: int) -> None:
             v[2] += c
     print("SnapshotShiftDetector per scenario (tp/fp/fn): " + ", ".join(f"{k} {v[0]}/{v[1]}/{v[2]}" for k, v in by.items()))
 
+
+
+# ----------------------------------------------------------------------------- TCPD
+
+
+@dataclass
+class TcpdSeries:
+    name: str
+    values: np.ndarray
+    annotations: dict[str, list[int]]
+
+
+def load_tcpd(root: Path) -> list[TcpdSeries]:
+    """The univariate TCPD series without missing values, quality-control series left out."""
+    ann = json.loads((root / "annotations.json").read_text())
+    files = sorted(root.glob("datasets/*/*.json")) or sorted(root.glob("*.json"))
+    out = []
+    for f in files:
+        if f.name == "annotations.json":
+            continue
+        d = json.loads(f.read_text())
+        name = d.get("name", f.stem)
+        if d.get("n_dim") != 1 or name.startswith("quality_control") or name not in ann:
+            continue
+        raw = d["series"][0]["raw"]
+        if any(v is None for v in raw):
+            continue
+        out.append(TcpdSeries(name, np.asarray(raw, dtype=np.float64), ann[name]))
+    return out
+
+
+def _true_positives(truth: set[int], pred: set[int], margin: int) -> int:
+    """Each true point matches the closest unused prediction within the margin."""
+    left = set(pred)
+    tp = 0
+    for t in sorted(truth):
+        close = sorted((abs(t - x), x) for x in left if abs(t - x) <= margin)
+        if close:
+            left.remove(close[0][1])
+            tp += 1
+    return tp
+
+
+def tcpd_f1(annotations: dict[str, list[int]], predicted: list[int], margin: int = MARGIN) -> float:
+    """TCPD's F1: precision over the union of annotations, recall averaged over annotators."""
+    users = [set(v) | {0} for v in annotations.values()]
+    pred = set(predicted) | {0}
+    union = set().union(*users)
+    p = _true_positives(union, pred, margin) / len(pred)
+    r = sum(_true_positives(u, pred, margin) / len(u) for u in users) / len(users)
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def stream_on_values(x: np.ndarray, name: str = "edivisive", **opts) -> list[int]:
+    """A stream detector fed one snapshot per value; the shifts still standing at the end."""
+    d = make_streaming(name, metrics=("value",), **opts)
+    live: set[int] = set()
+    for i, v in enumerate(x):
+        for dec in d.update(float(i), {"value": float(v)}, 1000):
+            (live.add if dec.kind == "shift" else live.discard)(dec.index)
+    return sorted(live)
+
+
+def tcpd(root: Path) -> None:
+    suite = load_tcpd(root)
+    print(f"TCPD: {len(suite)} univariate series from {root}, margin {MARGIN}")
+    dets: list[tuple[str, object]] = [
+        ("zero (no change point)", lambda x: []),
+        ("shiftwatch stream default (make_streaming('edivisive'))", stream_on_values),
+        ("shiftwatch EDivisive (batch, defaults)", lambda x: [c.index for c in EDivisive().detect(x)]),
+        ("Perfherder t-test (batch)", lambda x: [c.index for c in PerfherderTTest().detect(x)]),
+        ("CSIT MDL grouping (batch)", lambda x: [c.index for c in MDLGrouping().detect(x)]),
+        ("stream: perfherder adapter", lambda x: stream_on_values(x, "perfherder")),
+    ]
+    try:
+        import ruptures as rpt
+
+        def binseg(x):
+            y = (x - x.mean()) / (x.std() + 1e-12)
+            bk = rpt.Binseg(model="l2").fit(y).predict(pen=2.0 * np.log(len(y)))
+            return [b for b in bk if b < len(y)]
+
+        dets.append(("ruptures Binseg l2 (pen 2 log n, standardised)", binseg))
+    except ImportError:
+        pass
+    per_series: dict[str, list[float]] = {}
+    print("| detector | mean F1 | time s |")
+    print("|---|---|---|")
+    for name, fn in dets:
+        t = time.perf_counter()
+        f1s = [tcpd_f1(s.annotations, fn(s.values)) for s in suite]
+        per_series[name] = f1s
+        print(f"| {name} | {statistics.mean(f1s):.3f} | {time.perf_counter() - t:.2f} |", flush=True)
+    stream = per_series[dets[1][0]]
+    zero = per_series[dets[0][0]]
+    print("stream default per series (F1, zero baseline): " + ", ".join(
+        f"{s.name} {f:.2f}/{z:.2f}" for s, f, z in zip(suite, stream, zero)))
+    print()
 
 
 def speed(args) -> None:

@@ -112,6 +112,8 @@ class _Params:
     revalidate: int
     confirm: int
     min_fraction: float
+    trend_pvalue: float
+    max_rho: float
 
 
 _shared_params = lru_cache(maxsize=64)(_Params)
@@ -144,7 +146,7 @@ class SnapshotShiftDetector(StreamingDetector):
         *,
         min_count: int = 30,
         history: int = 120,
-        min_before: int = 10,
+        min_before: int = 15,
         min_after: int = 5,
         max_pvalue: float = 2e-3,
         list_pvalue: float = 1e-2,
@@ -153,7 +155,9 @@ class SnapshotShiftDetector(StreamingDetector):
         min_relative_change: float = 0.1,
         revalidate: int = 10,
         confirm: int = 3,
-        min_fraction: float = 0.8,
+        min_fraction: float = 0.75,
+        trend_pvalue: float = 0.01,
+        max_rho: float = 0.3,
     ) -> None:
         if not metrics:
             raise ValueError("at least one metric")
@@ -165,6 +169,8 @@ class SnapshotShiftDetector(StreamingDetector):
             raise ValueError("history must hold min_before + min_after snapshots")
         if not all(0 < p < 1 for p in (max_pvalue, list_pvalue, inner_pvalue, candidate_pvalue)) or list_pvalue < max_pvalue:
             raise ValueError("p-values must be in (0, 1)")
+        if not (0.0 <= trend_pvalue < 1.0 and 0.0 <= max_rho <= 1.0):
+            raise ValueError("trend_pvalue must be in [0, 1) and max_rho in [0, 1]")
         if min_count < 0 or min_relative_change < 0 or revalidate < 0 or not 1 <= confirm <= min_after or not 0.5 <= min_fraction <= 1.0:
             raise ValueError("bad parameter")
         self._p = _shared_params(
@@ -182,6 +188,8 @@ class SnapshotShiftDetector(StreamingDetector):
             int(revalidate),
             int(confirm),
             float(min_fraction),
+            float(trend_pvalue),
+            float(max_rho),
         )
         self._seq = 0
         self._base = 0  # index of the first snapshot of the current regime
@@ -379,6 +387,73 @@ class SnapshotShiftDetector(StreamingDetector):
                     return True
         return False
 
+    def _baseline_slope(self, y: np.ndarray, x: np.ndarray, c: int, prev: tuple[np.ndarray, np.ndarray] | None) -> float:
+        """The baseline's least-squares slope when it is significant (two-sided
+        p <= ``trend_pvalue``), else 0. ``prev`` (times, values) is the regime before
+        a reported shift the baseline starts at: one slope, a level per regime, so a
+        short baseline after a step on a drifting key still knows the drift."""
+        segs = [(x[:c], y[:c])] + ([prev] if prev is not None and len(prev[0]) >= 2 else [])
+        n = sum(len(sx) for sx, _ in segs)
+        dof = n - 1 - len(segs)
+        if c < 4 or dof < 2 or self.trend_pvalue <= 0:
+            return 0.0
+        dxs = [(sx - sx.mean(), sy - sy.mean()) for sx, sy in segs]
+        sxx = sum(float((dx * dx).sum()) for dx, _ in dxs)
+        if sxx == 0.0:
+            return 0.0
+        slope = sum(float((dx * dy).sum()) for dx, dy in dxs) / sxx
+        s2 = sum(float(((dy - slope * dx) ** 2).sum()) for dx, dy in dxs) / dof
+        if s2 > 0.0:
+            p = 2.0 * float(stdtr(dof, -abs(slope) / math.sqrt(s2 / sxx)))
+        else:
+            p = 0.0 if slope != 0.0 else 1.0
+        return slope if p <= self.trend_pvalue else 0.0
+
+    def _drift_explains(self, yd: np.ndarray, c: int, d: float) -> bool:
+        """On the detrended log values ``yd``: True unless the new regime departs from
+        the baseline's trend line significantly, by ``min_relative_change``, in the
+        direction of the move."""
+        before, away = yd[:c], yd[c:]
+        p = welch_ttest(before, away)[4]
+        step = float(away.mean() - before.mean())
+        return not (p <= self.max_pvalue and abs(math.expm1(step)) >= self.min_relative_change and step * d > 0)
+
+    def _wander_explains(self, y: np.ndarray, c: int) -> bool:
+        """True when the baseline wanders (its snapshots are correlated: lag-1
+        autocorrelation rho of its deviations above ``max_rho``) so much that, with
+        the effective sample sizes n·(1-rho)/(1+rho), the move is no longer significant."""
+        if self.max_rho >= 1.0 or c < 4:
+            return False
+        # Deviations from each side's own mean: a true step leaves them uncorrelated.
+        r1, r2 = y[:c] - y[:c].mean(), y[c:] - y[c:].mean()
+        den = float((r1 * r1).sum() + (r2 * r2).sum())
+        if den == 0.0:
+            return False
+        rho = float((r1[1:] * r1[:-1]).sum() + (r2[1:] * r2[:-1]).sum()) / den
+        if rho <= self.max_rho:
+            return False
+        shrink = (1.0 - rho) / (1.0 + rho)
+        a, b = y[:c], y[c:]
+        n1, n2 = max(len(a) * shrink, 1.0 + 1e-9), max(len(b) * shrink, 1.0 + 1e-9)
+        v1, v2 = float(a.var(ddof=1)), float(b.var(ddof=1))
+        se2 = v1 / n1 + v2 / n2
+        if se2 == 0.0:
+            return False
+        df = se2 * se2 / ((v1 / n1) ** 2 / max(n1 - 1, 1e-9) + (v2 / n2) ** 2 / max(n2 - 1, 1e-9))
+        p = 2.0 * float(stdtr(df, -abs(float(a.mean()) - float(b.mean())) / math.sqrt(se2)))
+        return p > self.max_pvalue
+
+    def _previous_regime(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(times as indices, logs) of the regime before the reported shift at ``_base``."""
+        rep = self._reported
+        if rep is None or not self._was_reported(self._base):
+            return None
+        earlier = [r for r in rep if r < self._base]
+        start = max(earlier) if earlier else 0
+        idx, _, _, logs = self._arrays(start)
+        k = int(np.searchsorted(idx, self._base))
+        return idx[:k].astype(np.float64), logs[:k]
+
     def _detect(self) -> ShiftDecision | None:
         idx, ts, ns, logs = self._arrays(self._base)
         n = len(idx)
@@ -386,6 +461,7 @@ class SnapshotShiftDetector(StreamingDetector):
         # min_after snapshots of its own before the next change (a short regression
         # followed by its fix).
         min_before = self.min_after if self._was_reported(self._base) else self.min_before
+        prev = self._previous_regime()
         if n < min_before + self.min_after:
             return None
         # Cheap screen: the newest snapshots must differ from the rest on some metric.
@@ -429,6 +505,14 @@ class SnapshotShiftDetector(StreamingDetector):
             # And most of the new regime sits there: a few brownouts pull a mean up
             # but leave most snapshots on the old side.
             if np.mean((y[c:] - mid) * d > 0) < self.min_fraction:
+                continue
+            # A drifting baseline: judge the move against its trend line, continued.
+            x = idx.astype(np.float64)
+            slope = self._baseline_slope(y, x, c, None if prev is None else (prev[0], prev[1][:, j]))
+            yd = y - slope * (x - x[0]) if slope else y
+            if slope and self._drift_explains(yd, c, d):
+                continue
+            if self._wander_explains(yd, c):
                 continue
             p = anchor.pvalue
             if best is None or p < best[0]:
@@ -513,6 +597,8 @@ class SnapshotShiftDetector(StreamingDetector):
             "revalidate": self.revalidate,
             "confirm": self.confirm,
             "min_fraction": self.min_fraction,
+            "trend_pvalue": self.trend_pvalue,
+            "max_rho": self.max_rho,
         }
 
     def to_bytes(self) -> bytes:
@@ -591,6 +677,8 @@ class SnapshotShiftDetector(StreamingDetector):
                 revalidate=int(cfg["revalidate"]),
                 confirm=int(cfg["confirm"]),
                 min_fraction=float(cfg["min_fraction"]),
+                trend_pvalue=float(cfg.get("trend_pvalue", 0.0)),
+                max_rho=float(cfg.get("max_rho", 1.0)),
             )
             if d.history > 100_000 or len(d.metrics) > 64:
                 raise ValueError("configuration too large")

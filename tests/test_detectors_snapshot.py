@@ -257,7 +257,7 @@ def test_indices_and_counts_beyond_32_bits_are_kept_exactly():
 def test_times_are_kept_exactly(times, wide):
     import json
 
-    d = SnapshotShiftDetector(history=15)
+    d = SnapshotShiftDetector(history=15, min_before=10)
     for t, (_, v, c) in zip(times, snapshots(len(times), seed=3)):
         d.update(t, v, c)
     assert d._lay.wide == wide
@@ -301,3 +301,31 @@ def test_states_without_the_listing_and_inner_thresholds_read_with_defaults():
     r = SnapshotShiftDetector.from_bytes(bytes([1]) + json.dumps(s).encode())
     assert (r.max_pvalue, r.list_pvalue, r.inner_pvalue) == (1e-5, 1e-2, 1e-4)
     assert r._rows().tobytes() == d._rows().tobytes()
+
+
+def _series(values, per=300):
+    return [(1_763_800_000.0 + 30.0 * i, {"p50": v, "p90": 2 * v, "p99": 4 * v}, per) for i, v in enumerate(values)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_steady_drift_is_not_a_shift_but_a_step_on_top_of_it_is(seed):
+    rng = np.random.default_rng(seed)
+    drift = 0.05 * np.exp(0.01 * np.arange(150) + 0.03 * rng.standard_normal(150))  # +1 % per snapshot
+    assert run(SnapshotShiftDetector(), _series(drift)) == []
+    # Without the drift and wander rules the same key is a staircase of shifts.
+    assert len(run(SnapshotShiftDetector(trend_pvalue=0.0, max_rho=1.0), _series(drift))) >= 10
+    step = drift * np.where(np.arange(150) >= 90, 1.4, 1.0)
+    got = run(SnapshotShiftDetector(), _series(step))
+    assert [(d.kind, d.direction) for _, d in got] == [("shift", "regression")], got
+    assert abs(got[0][1].index - 90) <= 2
+
+
+def test_a_wandering_key_gives_far_fewer_shifts():
+    # Random walks of the level (each snapshot 4 % off the last): correlated snapshots.
+    with_rule = without = 0
+    for seed in range(6):
+        rng = np.random.default_rng(50 + seed)
+        walk = _series(0.05 * np.exp(np.cumsum(0.04 * rng.standard_normal(200))))
+        with_rule += len(run(SnapshotShiftDetector(), walk))
+        without += len(run(SnapshotShiftDetector(max_rho=1.0), walk))
+    assert with_rule * 3 <= without, (with_rule, without)
