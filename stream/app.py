@@ -23,7 +23,7 @@ import asyncio
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import faust
@@ -34,6 +34,7 @@ from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStat
 from faust.app.base import BootStrategy
 
 from .metrics import make_registry
+from .merge import MergeState
 from .partitions import PartitionedState
 from .settings import Settings
 from .web import make_web_app, serve
@@ -50,6 +51,10 @@ log = logging.getLogger("shiftwatch.worker")
 
 def state_topic(settings: Settings) -> str:
     return f"{settings.app_id}-state"
+
+
+def partials_topic(settings: Settings) -> str:
+    return f"{settings.app_id}-partials"
 
 
 async def ensure_topics(settings: Settings, conn: Any = None) -> int:
@@ -70,13 +75,35 @@ async def ensure_topics(settings: Settings, conn: Any = None) -> int:
         meta = await admin.describe_topics([settings.input_topic])
         partitions = len(meta[0]["partitions"]) if meta and meta[0].get("partitions") else settings.partitions
         outputs = settings.output_partitions or partitions
+        compact = {"cleanup.policy": "compact"}
         wanted = [
             NewTopic(settings.shift_topic, outputs, rf),
             NewTopic(settings.dead_letter_topic, outputs, rf),
-            NewTopic(state_topic(settings), partitions, rf, topic_configs={"cleanup.policy": "compact"}),
+            NewTopic(state_topic(settings), partitions, rf, topic_configs=compact),
         ]
+        if settings.topology == "two_stage":
+            wanted += [
+                NewTopic(partials_topic(settings), partitions, rf, topic_configs={"retention.ms": str(7 * 86400 * 1000)}),
+                NewTopic(f"{settings.app_id}-merge-state", partitions, rf, topic_configs=compact),
+            ]
         await _create(admin, [t for t in wanted if t.name not in existing])
         return partitions
+    finally:
+        await admin.close()
+
+
+async def topic_partitions(conn: Any, topics: list[str], wait_s: float = 30.0) -> dict[str, int]:
+    """Partition counts of the topics, waiting for just-created ones to show in the
+    metadata (0 for one still missing after ``wait_s``)."""
+    admin = AIOKafkaAdminClient(**conn.admin_kwargs())
+    await admin.start()
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            counts = {t["topic"]: len(t.get("partitions") or []) for t in await admin.describe_topics(topics)}
+            if all(counts.get(t) for t in topics) or time.monotonic() > deadline:
+                return counts
+            await asyncio.sleep(0.5)
     finally:
         await admin.close()
 
@@ -159,18 +186,42 @@ class _Listener(ConsumerRebalanceListener):
 
 @dataclass(slots=True)
 class WorkerProcess:
-    """What :func:`build_worker` wires: the Faust app hosting the process, and the state."""
+    """What :func:`build_worker` wires: the Faust app hosting the process, and its Workers."""
 
     app: faust.App
-    state: PartitionedState
     settings: Settings
+    workers: list[Worker]
 
 
-def make_state(settings: Settings) -> PartitionedState:
-    return PartitionedState(settings.pipeline_config(), settings.make_decoder, max_checkpoint_age=settings.checkpoint_interval)
+@dataclass(slots=True, frozen=True)
+class StageSpec:
+    """One consumer group of the process: what it reads, its state, where it writes."""
+
+    name: str
+    group: str
+    state: PartitionedState
+    topics: WorkerTopics
+    fetch_skipping: bool
+    publish_incidents: bool
 
 
-def make_consumer(settings: Settings, conn: Any) -> AIOKafkaConsumer:
+def stage_specs(settings: Settings, input_partitions: int, partials_partitions: int) -> list[StageSpec]:
+    """Keyed: one stage. Two-stage: partials per input partition, then the merge."""
+    t = settings
+    if t.topology == "keyed":
+        state = PartitionedState(t.pipeline_config(), t.make_decoder, max_checkpoint_age=t.checkpoint_interval)
+        topics = WorkerTopics(t.input_topic, t.shift_topic, t.dead_letter_topic, state_topic(t))
+        return [StageSpec("input", t.app_id, state, topics, True, True)]
+    s1 = PartitionedState(replace(t.pipeline_config(), stage="partials"), t.make_decoder, max_checkpoint_age=t.checkpoint_interval)
+    topics1 = WorkerTopics(
+        t.input_topic, t.shift_topic, t.dead_letter_topic, state_topic(t), partials_topic(t), partials_partitions, input_partitions
+    )
+    s2 = MergeState(replace(t.pipeline_config(), stage="merge"), t.checkpoint_interval, t.merge_grace, stats=s1.stats)
+    topics2 = WorkerTopics(partials_topic(t), t.shift_topic, t.dead_letter_topic, f"{t.app_id}-merge-state")
+    return [StageSpec("input", t.app_id, s1, topics1, True, False), StageSpec("merge", f"{t.app_id}-merge", s2, topics2, False, True)]
+
+
+def make_consumer(settings: Settings, conn: Any, group: str, instance: str | None) -> AIOKafkaConsumer:
     """The input reader (created inside the running loop: aiokafka binds to it).
 
     With ``--instance-id`` it is a static member (group.instance.id): a restarted
@@ -178,9 +229,9 @@ def make_consumer(settings: Settings, conn: Any) -> AIOKafkaConsumer:
     """
     session_ms = int(settings.session_timeout * 1000)
     return AIOKafkaConsumer(
-        **conn.consumer_kwargs(client_id=f"{settings.app_id}-input"),
-        group_id=settings.app_id,
-        group_instance_id=settings.instance_id or None,
+        **conn.consumer_kwargs(client_id=f"{group}-input"),
+        group_id=group,
+        group_instance_id=instance,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         # 1 MiB per partition holds only ~200 batched messages: the loop waited for data.
@@ -206,53 +257,67 @@ def incidents_publisher(topic: str) -> Callable[[Any], list[tuple[str, bytes, by
     return on_shift
 
 
-def build_worker(settings: Settings, conn: Any) -> WorkerProcess:
-    """The Faust app around one :class:`Worker` (one per worker process)."""
-    state = make_state(settings)
-    app = _WorkerApp(settings.app_id, broker=settings.broker, web_enabled=False, store="memory://", datadir=settings.data_dir)
-    box: dict[str, Any] = {}
-    health = Health(started=time.monotonic())
-    registry = make_registry(
-        state,
-        max_label_keys=settings.max_label_keys,
-        last_event_wallclock=lambda: box["w"].last_wall if "w" in box else None,
-        **({"buckets": settings.histogram_buckets} if settings.histogram_buckets else {}),
+async def start_stage(settings: Settings, conn: Any, spec: StageSpec, producer: AIOKafkaProducer, health: Health) -> Worker:
+    """The stage's consumer joined to its group, and its Worker."""
+    instance = f"{settings.instance_id}-{spec.name}" if settings.instance_id else None
+    consumer = make_consumer(settings, conn, spec.group, instance)
+    await consumer.start()
+    w = Worker(
+        spec.state,
+        spec.topics,
+        consumer,
+        producer,
+        lambda part: read_changelog(conn, spec.topics.changelog, part),
+        batch_size=settings.batch_size,
+        batch_within_s=settings.batch_within,
+        idle_close_after_s=settings.idle_close_after,
+        commit_errors=(CommitFailedError, IllegalStateError),
+        fetch=(lambda ms, n: getmany_skipping(consumer, timeout_ms=ms, max_records=n)) if spec.fetch_skipping else None,
+        health=health,
+        on_shift=incidents_publisher(settings.shift_topic) if spec.publish_incidents else None,
     )
-    changelog = state_topic(settings)
+    consumer.subscribe([spec.topics.input], listener=_Listener(w))
+    log.info("reading %s as group %s%s", spec.topics.input, spec.group, f" (static member {instance})" if instance else "")
+    return w
 
-    async def start() -> Worker:
+
+def build_worker(settings: Settings, conn: Any) -> WorkerProcess:
+    """The Faust app around the process's Workers: one (keyed) or two (two-stage) consumer groups."""
+    app = _WorkerApp(settings.app_id, broker=settings.broker, web_enabled=False, store="memory://", datadir=settings.data_dir)
+    health = Health(started=time.monotonic())
+    workers: list[Worker] = []
+    box: dict[str, Any] = {}
+
+    async def start() -> None:
         await connect(conn, health)
         if settings.create_topics:
             await ensure_topics(settings, conn)
-        consumer, producer = make_consumer(settings, conn), make_producer(conn)
+        wanted = [settings.input_topic] + ([partials_topic(settings)] if settings.topology == "two_stage" else [])
+        counts = await topic_partitions(conn, wanted)
+        if settings.topology == "two_stage" and not counts.get(partials_topic(settings)):
+            raise FatalKafkaError(f"topic {partials_topic(settings)} is missing: create it (as many partitions as the input) or run with --create-topics")
+        producer = box["producer"] = make_producer(conn)
         await producer.start()
-        await consumer.start()
-        w = box["w"] = Worker(
-            state,
-            WorkerTopics(settings.input_topic, settings.shift_topic, settings.dead_letter_topic, changelog),
-            consumer,
-            producer,
-            lambda part: read_changelog(conn, changelog, part),
-            batch_size=settings.batch_size,
-            batch_within_s=settings.batch_within,
-            idle_close_after_s=settings.idle_close_after,
-            commit_errors=(CommitFailedError, IllegalStateError),
-            fetch=lambda timeout_ms, max_records: getmany_skipping(consumer, timeout_ms=timeout_ms, max_records=max_records),
-            health=health,
-            on_shift=incidents_publisher(settings.shift_topic),
-        )
-        consumer.subscribe([settings.input_topic], listener=_Listener(w))
-        log.info("reading %s as group %s%s", settings.input_topic, settings.app_id, f" (static member {settings.instance_id})" if settings.instance_id else "")
-        return w
+        specs = box["specs"] = stage_specs(settings, counts.get(settings.input_topic, 0), counts.get(partials_topic(settings), 0))
+        for spec in specs:
+            workers.append(await start_stage(settings, conn, spec, producer, health))
+
+    view = _View(box, PartitionedState(settings.pipeline_config(), settings.make_decoder))
+    registry = make_registry(
+        view,
+        max_label_keys=settings.max_label_keys,
+        last_event_wallclock=lambda: workers[0].last_wall if workers else None,
+        **({"buckets": settings.histogram_buckets} if settings.histogram_buckets else {}),
+    )
 
     @app.task
-    async def read_input() -> None:
-        """The hot path: record batches from the input topic, applied in order."""
+    async def run() -> None:
+        """The hot path: each stage's record batches, applied in order."""
         try:
-            w = await start()
-            await w.run()
+            await start()
+            await asyncio.gather(*(w.run() for w in workers))
         except ConsumerStoppedError:
-            if "w" not in box or not box["w"].stopping:
+            if not workers or not workers[0].stopping:
                 raise
         except FatalKafkaError as exc:
             fatal_exit(str(exc))
@@ -264,29 +329,28 @@ def build_worker(settings: Settings, conn: Any) -> WorkerProcess:
 
     @app.timer(interval=max(0.2, min(5.0, settings.snapshot_interval / 4)))
     async def idle_close() -> None:
-        if "w" in box:
-            await box["w"].tick()
+        for w in workers:
+            await w.tick()
 
     @app.timer(interval=10.0)
     async def probe_broker() -> None:
-        if "w" in box:
+        if workers:
             await probe(conn, health)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(_: Any, **kwargs: Any) -> None:
-        w: Worker | None = box.get("w")
-        if w is None:
-            return
-        await w.shutdown()
-        # Leaving the group at once lets the others take the partitions without
-        # waiting for the session timeout (a static member stays, by design).
-        await w.consumer.stop()  # type: ignore[attr-defined]
-        await w.producer.stop()  # type: ignore[attr-defined]
+        for w in workers:  # stage 1 first: its last partials reach stage 2's topic before it stops
+            await w.shutdown()
+        # Leaving the groups at once lets the others take the partitions without waiting
+        # for the session timeout (a static member stays, by design).
+        for w in workers:
+            await w.consumer.stop()  # type: ignore[attr-defined]
+        if "producer" in box:
+            await box["producer"].stop()
 
     @app.task
     async def web() -> None:
-        ready = lambda: box["w"].readiness() if "w" in box else (False, health.reason)  # noqa: E731
-        runner = await serve(make_web_app(state, registry, health=health, ready=ready), settings.web_host, settings.web_port)
+        runner = await serve(make_web_app(view, registry, health=health, ready=lambda: _ready(workers, health)), settings.web_host, settings.web_port)
         log.info("serving /metrics, /healthz, /readyz and the live page on http://%s:%d/", settings.web_host, settings.web_port)
         try:
             while True:
@@ -294,7 +358,29 @@ def build_worker(settings: Settings, conn: Any) -> WorkerProcess:
         finally:
             await runner.cleanup()
 
-    return WorkerProcess(app=app, state=state, settings=settings)
+    return WorkerProcess(app=app, settings=settings, workers=workers)
+
+
+def _ready(workers: list[Worker], health: Health) -> tuple[bool, str]:
+    if not workers:
+        return False, health.reason
+    for w in workers:
+        ok, why = w.readiness()
+        if not ok:
+            return False, why
+    return True, "ok"
+
+
+class _View:
+    """What /metrics and the page read: the stage that holds the per-key state (the
+    last); before the stages exist (still connecting), an empty state."""
+
+    def __init__(self, box: dict[str, Any], empty: PartitionedState) -> None:
+        self._box, self._empty = box, empty
+
+    def __getattr__(self, name: str) -> Any:
+        specs = self._box.get("specs")
+        return getattr(specs[-1].state if specs else self._empty, name)
 
 
 def run_worker(settings: Settings) -> int:

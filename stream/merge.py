@@ -123,6 +123,9 @@ class MergeState(PartitionedState):
             self.stats.replayed += 1
             return
         st.sources[part.w] = mask | bit
+        if part.late_sketch is not None and part.late_moments is not None:
+            st.alltime.merge(part.late_sketch)  # late at its source: all-time only
+            st.moments.merge(part.late_moments)
         if part.labels and not st.labels:
             st.labels = part.labels
         win = st.windows.get(part.w)

@@ -47,6 +47,10 @@ class WindowPartial:
     moments: Moments
     labels: tuple[tuple[str, str], ...] = ()
     examples: tuple[float, ...] = ()
+    #: Events of the key that came late at this source since its previous partial: they
+    #: count in stage 2's all-time state, not in a window.
+    late_sketch: LogBuckets | None = None
+    late_moments: Moments | None = None
 
     def window(self, sketch_bytes: int) -> Window:
         """As an open window (its values already in a sketch)."""
@@ -65,15 +69,23 @@ class SourceWatermark:
     t: float
 
 
-def partial_of(key: str, w: int, source: int, win: Window, labels: tuple[tuple[str, str], ...], sketch_bytes: int) -> WindowPartial:
+def _sketch(win: Window, sketch_bytes: int) -> LogBuckets:
+    if win.values is None:
+        return win.sketch  # type: ignore[no-any-return]
+    sketch = LogBuckets(max_bytes=sketch_bytes)
+    if len(win.values):
+        sketch.update_many(np.frombuffer(win.values, dtype=np.float64))
+    return sketch
+
+
+def partial_of(
+    key: str, w: int, source: int, win: Window, labels: tuple[tuple[str, str], ...], sketch_bytes: int, late: Window | None = None
+) -> WindowPartial:
     """A closed stage-1 window as a partial (exact values folded into a sketch)."""
-    if win.values is not None:
-        sketch = LogBuckets(max_bytes=sketch_bytes)
-        if len(win.values):
-            sketch.update_many(np.frombuffer(win.values, dtype=np.float64))
-    else:
-        sketch = win.sketch
-    return WindowPartial(key, w, source, sketch, win.moments, labels, tuple(win.examples(1, w)))
+    late_sketch = _sketch(late, sketch_bytes) if late is not None else None
+    return WindowPartial(
+        key, w, source, _sketch(win, sketch_bytes), win.moments, labels, tuple(win.examples(1, w)), late_sketch, late.moments if late else None
+    )
 
 
 def encode_partial(p: WindowPartial) -> bytes:
@@ -83,6 +95,9 @@ def encode_partial(p: WindowPartial) -> bytes:
     for blob in (key, labels, p.sketch.to_bytes(), p.moments.to_bytes()):
         parts += [uvarint_bytes(len(blob)), blob]
     parts += [uvarint_bytes(len(p.examples)), b"".join(_F64.pack(x) for x in p.examples)]
+    late = (p.late_sketch.to_bytes(), p.late_moments.to_bytes()) if p.late_sketch is not None and p.late_moments is not None else (b"", b"")
+    for blob in late:
+        parts += [uvarint_bytes(len(blob)), blob]
     return b"".join(parts)
 
 
@@ -112,10 +127,12 @@ def decode_record(data: bytes | None) -> WindowPartial | SourceWatermark:
         sketch, moments = LogBuckets.from_bytes(r.blob()), Moments.from_bytes(r.blob())
         n = r.uvarint(limit=64)
         examples = tuple(_F64.unpack(r.take(8))[0] for _ in range(n))
+        late_s, late_m = r.blob(), r.blob()
         r.end()
+        late = (LogBuckets.from_bytes(late_s), Moments.from_bytes(late_m)) if late_s else (None, None)
     except PartialError:
         raise
     except (ValueError, TypeError, struct.error) as e:
         raise PartialError(f"bad partials record: {e}") from None
     w = (wz >> 1) if not wz & 1 else -((wz + 1) >> 1)
-    return WindowPartial(key, w, source, sketch, moments, labels, examples)
+    return WindowPartial(key, w, source, sketch, moments, labels, examples, *late)

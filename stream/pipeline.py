@@ -279,9 +279,18 @@ class Pipeline:
         w = math.floor(ts / self._interval)
         if self._late(w, st.horizon):
             self.stats.late += 1
+            if self._partials:
+                self._late_window(st).update(value)
         else:
             self._window(st, w).update(value)
         self._advance_key(st, ts, out)
+
+    def _late_window(self, st: KeyState) -> Window:
+        """Stage 1: late events of a key, for stage 2's all-time state (they ride along
+        with the key's next partial; ``pool`` is free, stage 1 runs no detector)."""
+        if st.pool is None:
+            st.pool = Window(self.config.sketch_bytes)
+        return st.pool
 
     def _window(self, st: KeyState, w: int) -> Window:
         win = st.windows.get(w)
@@ -334,6 +343,8 @@ class Pipeline:
         late = self._late_many(st, t, w)
         n_late = int(late.sum())
         self.stats.late += n_late
+        if n_late and self._partials:
+            self._late_window(st).update_many(v[late])
         keep = ~late if n_late else slice(None)
         wk, vk = w[keep], v[keep]
         if len(wk):
@@ -353,6 +364,8 @@ class Pipeline:
         w = math.floor(h.ts / self._interval)
         if self._late(w, st.horizon):
             self.stats.late += h.count
+            if self._partials:
+                self._late_window(st).merge_sketch(h.sketch, m)
         else:
             self._window(st, w).merge_sketch(h.sketch, m)
         self._advance_key(st, h.ts, out)
@@ -459,7 +472,8 @@ class Pipeline:
     def _close_window(self, st: KeyState, w: int, out: Output) -> None:
         win = st.windows.pop(w)
         if self._partials:
-            out.partials.append(partial_of(st.key, w, self.source, win, st.labels, self.config.sketch_bytes))
+            out.partials.append(partial_of(st.key, w, self.source, win, st.labels, self.config.sketch_bytes, st.pool))
+            st.pool = None
             return
         snap = self._snapshot(st, w * self._interval, (w + 1) * self._interval, win)
         self.stats.snapshots += 1
