@@ -18,7 +18,7 @@ import atheris
 
 with atheris.instrument_imports():
     from stream.checkpoint import CheckpointError, decode_key_state
-    from stream.events import REASONS, DecodeLimits, Decoder
+    from stream.events import REASONS, DecodeLimits, Decoder, Source
     from stream.pipeline import PipelineConfig
 
 LIMITS = DecodeLimits(max_message_bytes=4096)
@@ -93,12 +93,31 @@ def check(decoder: Decoder, raw: bytes) -> None:
         json.dumps(d.to_json(), ensure_ascii=False).encode("utf-8")
 
 
+GOOD = b'{"key":"a","value":1,"ts":1763800000,"x":{"y":"b"}}'
+
+
+def check_batch(decoder: Decoder, raws: list[bytes]) -> None:
+    """decode_batch (which parses runs of records jointly) equals the records one by one."""
+    items = [(r, i, None) for i, r in enumerate(raws)]
+    batch = decoder.decode_batch(items, "t", 0)
+    keys, values, ts, dead = [], [], [], []
+    for raw, off, _ in items:
+        one = decoder.decode(raw, Source("t", 0, off))
+        keys += one.keys
+        values += one.values
+        ts += one.ts
+        dead += one.dead
+    assert (batch.keys, batch.values, batch.ts, batch.dead) == (keys, values, ts, dead)
+
+
 def test_one(data: bytes) -> None:
     for decoder in DECODERS:
         check(decoder, data)
     message = grammar_message(data)
     for decoder in DECODERS:
         check(decoder, message)
+        check_batch(decoder, [GOOD, data, GOOD, message, GOOD])
+        check_batch(decoder, [GOOD, message[: len(message) // 2], message[len(message) // 2 :], GOOD])
     try:
         decode_key_state("k", data, CONFIG)
     except CheckpointError:
