@@ -158,3 +158,46 @@ def test_poison_pills_are_dead_lettered_and_committed_past(kafka_broker, tmp_pat
         assert len(again) == len(expected_dead)
     finally:
         w2.stop()
+
+
+def test_worker_reads_ts_unit_and_field_mapping(kafka_broker, tmp_path):
+    """--ts-unit and the field mapping on the real worker: access logs with epoch-ms
+    timestamps are accepted; a seconds timestamp and a missing field are dead-lettered
+    with reasons that say so."""
+    b = kafka_broker.bootstrap
+    topics = Topics()
+    t_ms = int(TS * 1000)
+    good = [
+        {"service": {"name": "cart"}, "http": {"route": "/api/cart"}, "duration_ms": 10 + i % 5, "@timestamp": t_ms + i * 50}
+        for i in range(400)
+    ]
+    bad = [
+        {"service": {"name": "cart"}, "http": {"route": "/api/cart"}, "duration_ms": 10, "@timestamp": int(TS)},
+        {"service": {"name": "cart"}, "http": {}, "duration_ms": 10, "@timestamp": t_ms},
+        {"service": {"name": "cart"}, "http": {"route": "/api/cart"}, "duration_ms": "slow", "@timestamp": t_ms},
+    ]
+    msgs = [json.dumps(d).encode() for d in good[:200] + bad + good[200:]]
+    w = WorkerProc(
+        b, topics, tmp_path, "--partitions", "1", "--snapshot-interval", "10", "--ts-unit", "ms",
+        "--key-fields", "service.name,http.route", "--value-field", "duration_ms", "--ts-field", "@timestamp",
+    ).start()
+    try:
+        run(produce(b, topics.events, [(b"cart", m) for m in msgs]))
+        dead = json_values(run(consume_until(b, topics.dead, lambda r: len(r) >= 3, timeout=60, settle=2)))
+        assert [(d["reason"], d["source"]["offset"]) for d in sorted(dead, key=lambda d: d["source"]["offset"])] == [
+            ("bad_timestamp", 200), ("missing_field", 201), ("bad_value", 202)
+        ]
+        errors = {d["reason"]: d["error"] for d in dead}
+        assert "looks like epoch seconds" in errors["bad_timestamp"] and errors["bad_timestamp"].startswith("@timestamp:")
+        assert "'http.route'" in errors["missing_field"] and errors["bad_value"].startswith("duration_ms:")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            acc = [x.value for f in text_string_to_metric_families(w.metrics()) for x in f.samples if x.name == "shiftwatch_events_accepted_total"]
+            if acc and acc[0] == len(good):
+                break
+            time.sleep(0.3)
+        assert acc == [len(good)]
+        assert "cart|/api/cart" in w.metrics()
+        assert w.proc.poll() is None, w.tail()
+    finally:
+        w.stop()
