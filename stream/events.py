@@ -738,6 +738,8 @@ class Decoder:
         (or any check failing) returns False having added nothing, and the records are
         decoded one by one.
         """
+        if self._fast_fn is _never:
+            return False
         limit = self.limits.max_message_bytes
         raws = []
         for raw, _, _ in chunk:
@@ -754,8 +756,6 @@ class Decoder:
         dts = [d for _, _, d in chunk]
         if self._typed is not None:
             return self._accept_mapped(evs, dts, out, True)
-        if self.mapped:
-            return False
         return self._accept([e.key for e in evs], [e.value for e in evs], [e.ts for e in evs], dts, out, None, True)
 
     def decode_many(self, raws: Iterable[bytes]) -> Decoded:
