@@ -4,9 +4,10 @@ The rule (for users, two sentences): a shift is reported at snapshot c when, fit
 log of each percentile over the key's last 120 snapshots (at most 3 hours) with a
 straight line that may bend at c, the level still jumps at c by at least 10 % (plus one
 step of the values' resolution, e.g. 1 ms, clearing that by 1.5 standard errors) with
-p <= 1e-7 (its variance widened for autocorrelated residuals), and the medians of the 10
+p <= 1e-6 (its variance widened for autocorrelated residuals), and the medians of the 10
 snapshots either side of c differ by as much. The new level must have held for 6 minutes
-and 5 snapshots, the newest 3 and 80 % of them nearer the new level than the old, and
+and 5 snapshots but not yet 60 snapshots (an older level is the baseline, not news), the
+newest 3 and 80 % of them nearer the new level than the old, and
 the snapshots of a brownout that ended (over 25 % and 4 robust deviations off the medians
 of the 30 snapshots before and after) are left out of the fit.
 
@@ -73,6 +74,7 @@ class _Params:
     min_before: int
     min_after: int
     min_after_s: float
+    max_after: int
     max_pvalue: float
     min_relative_change: float
     confirm: int
@@ -111,7 +113,8 @@ class SeasonalShiftDetector(StreamingDetector):
         min_before: int = 15,
         min_after: int = 5,
         min_after_s: float = 330.0,
-        max_pvalue: float = 1e-7,
+        max_after: int = 60,
+        max_pvalue: float = 1e-6,
         min_relative_change: float = 0.1,
         confirm: int = 3,
         min_fraction: float = 0.8,
@@ -122,11 +125,11 @@ class SeasonalShiftDetector(StreamingDetector):
             raise ValueError("window must hold min_before + min_after snapshots (min_before >= 5, min_after >= 3)")
         if not 0 < max_pvalue < 1 or not window_s > 0 or min_relative_change < 0 or min_count < 0 or min_after_s < 0:
             raise ValueError("bad parameter")
-        if not 1 <= confirm <= min_after or not 0.5 <= min_fraction <= 1.0:
+        if not 1 <= confirm <= min_after or not 0.5 <= min_fraction <= 1.0 or max_after < min_after:
             raise ValueError("bad parameter")
         self._p = _shared(
             tuple(str(m) for m in metrics), bool(lower_is_better), int(min_count), int(window), float(window_s), int(min_before),
-            int(min_after), float(min_after_s), float(max_pvalue), float(min_relative_change), int(confirm), float(min_fraction),
+            int(min_after), float(min_after_s), int(max_after), float(max_pvalue), float(min_relative_change), int(confirm), float(min_fraction),
         )
         self._seq = 0
         m = len(self._p.metrics)
@@ -173,7 +176,8 @@ class SeasonalShiftDetector(StreamingDetector):
         """Row positions a new regime may start at (any with 3 rows after it, to find the
         place), and the last one that may be reported now."""
         n = len(self._idx)
-        lo = self.min_before
+        # A regime older than max_after snapshots is the baseline now, not news.
+        lo = max(self.min_before, n - self.max_after)
         if self._steps:
             lo = max(lo, int(np.searchsorted(self._idx, self._steps[-1])) + self.min_after)
         t = self._t
