@@ -146,7 +146,7 @@ class SnapshotShiftDetector(StreamingDetector):
         *,
         min_count: int = 30,
         history: int = 120,
-        min_before: int = 15,
+        min_before: int = 10,
         min_after: int = 5,
         max_pvalue: float = 2e-3,
         list_pvalue: float = 1e-2,
