@@ -35,8 +35,8 @@ __all__ = ["MergeState", "WATERMARKS_KEY"]
 
 log = logging.getLogger("shiftwatch.merge")
 
-#: Changelog key of a partials partition's source watermarks (never an event key: NUL first).
-WATERMARKS_KEY = b"\x00watermarks"
+#: Changelog key of a partials partition's source watermarks (never an event key: not UTF-8).
+WATERMARKS_KEY = b"\xffwatermarks"
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ a restart neither loses nor double-counts accepted events.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,11 @@ from .events import Decoded, Decoder, Source
 from .pipeline import KeyBudget, KeyState, Output, Pipeline, PipelineConfig, Stats
 from .records import ShiftEvent
 
-__all__ = ["PartitionedState", "StateView", "MergedKey"]
+__all__ = ["PartitionedState", "StateView", "MergedKey", "PARTITION_KEY"]
+
+#: Changelog key of a stage-1 partition's own record (its newest event time): not UTF-8,
+#: so never an event key.
+PARTITION_KEY = b"\xffpartition"
 
 log = logging.getLogger("shiftwatch.state")
 
@@ -142,6 +147,9 @@ class PartitionedState:
         latest: dict[bytes, bytes | None] = {}
         for k, v in records:
             latest[k] = v
+        own = latest.pop(PARTITION_KEY, None)
+        if own is not None:
+            self._restore_partition(p, own)
         restored = 0
         for kb, value in latest.items():
             if value is None:
@@ -159,6 +167,14 @@ class PartitionedState:
             restored += 1
         log.info("partition %d: restored %d keys from the state changelog", partition, restored)
         return restored
+
+    def _restore_partition(self, p: _Part, value: bytes) -> None:
+        """Stage 1: the partition's newest event time, so its watermark resumes where it was."""
+        try:
+            p.pipeline.max_ts = float(json.loads(value)["max_ts"])
+        except (ValueError, KeyError, TypeError) as e:
+            self.stats.checkpoint_errors += 1
+            log.error("partition record is invalid (%s); its watermark restarts", e)
 
     def revoke(self, partition: int) -> None:
         p = self.parts.pop(partition, None)
@@ -284,6 +300,8 @@ class PartitionedState:
                 records.append((key.encode("utf-8", "surrogateescape"), encode_key_state(st, p.next_offset)))
         for key in pipe.evicted:
             records.append((key.encode("utf-8", "surrogateescape"), None))
+        if self.config.stage == "partials" and pipe.max_ts > float("-inf"):
+            records.append((PARTITION_KEY, json.dumps({"max_ts": pipe.max_ts}).encode()))
         pipe.dirty.clear()
         pipe.evicted.clear()
         p.due = False

@@ -191,10 +191,11 @@ class Pipeline:
             self._reject(d)
         out.dead.extend(decoded.dead)
         self._pending_labels = decoded.labels
+        wm = self._partition_watermarks(decoded) if self._partials else None
         if len(decoded.keys) >= self.VECTOR_MIN:
-            self._process_grouped(decoded, out)
+            self._process_grouped(decoded, out, wm)
         else:
-            self._process_each(decoded, out)
+            self._process_each(decoded, out, wm)
         for h in decoded.hists:
             self._apply_hist(h, out)
         self._pending_labels = {}
@@ -252,8 +253,9 @@ class Pipeline:
         return (w + 1) * self._interval <= before
 
     def _advance_key(self, st: KeyState, ts: float, out: Output) -> None:
-        """Raise the key's watermark to ``ts`` minus the lateness; close what it passes."""
-        if ts - self._lateness > st.horizon:
+        """Raise the key's watermark to ``ts`` minus the lateness; close what it passes
+        (stage 1: the partition's watermark closes windows, after the batch)."""
+        if ts - self._lateness > st.horizon and not self._partials:
             st.horizon = ts - self._lateness
             if st.windows:
                 self._close_key(st, st.horizon, out)
@@ -261,14 +263,26 @@ class Pipeline:
             self.max_ts = ts
 
     # -- applying events --------------------------------------------------
-    def _process_each(self, decoded: Decoded, out: Output) -> None:
+    def _partition_watermarks(self, decoded: Decoded) -> np.ndarray:
+        """Stage 1: the partition's watermark in force before each event (its newest event
+        time so far minus the lateness), so what is late does not depend on batching."""
+        _, t = decoded.arrays()
+        if not len(t):
+            return t
+        before = np.empty_like(t)
+        before[0] = self.max_ts
+        np.maximum.accumulate(t[:-1], out=before[1:])
+        np.maximum(before, self.max_ts, out=before)
+        return before - self._lateness
+
+    def _process_each(self, decoded: Decoded, out: Output, wm: np.ndarray | None = None) -> None:
         dirty = self.dirty
-        for key, value, ts in zip(decoded.keys, decoded.values, decoded.ts):
+        for i, (key, value, ts) in enumerate(zip(decoded.keys, decoded.values, decoded.ts)):
             st = self._state(key)
             dirty.add(key)
-            self._apply_one(st, value, ts, out)
+            self._apply_one(st, value, ts, out, None if wm is None else float(wm[i]))
 
-    def _apply_one(self, st: KeyState, value: float, ts: float, out: Output) -> None:
+    def _apply_one(self, st: KeyState, value: float, ts: float, out: Output, wm: float | None = None) -> None:
         """One event of a key: the per-event path (no numpy call per event)."""
         if not self._partials:  # stage 1 keeps windows only; the all-time state is stage 2's
             st.add(value)
@@ -277,7 +291,7 @@ class Pipeline:
             st.moments.update(value)
         self.stats.accepted += 1
         w = math.floor(ts / self._interval)
-        if self._late(w, st.horizon):
+        if self._late(w, st.horizon if wm is None else wm):
             self.stats.late += 1
             if self._partials:
                 self._late_window(st).update(value)
@@ -312,7 +326,7 @@ class Pipeline:
             pos += n
         return groups
 
-    def _process_grouped(self, decoded: Decoded, out: Output) -> None:
+    def _process_grouped(self, decoded: Decoded, out: Output, wm: np.ndarray | None = None) -> None:
         values, stamps = decoded.arrays()
         small = self.SMALL_GROUP
         vlist, tlist = decoded.values, decoded.ts
@@ -322,16 +336,15 @@ class Pipeline:
             if sum(b - a for a, b in spans) < small:  # numpy's per-call cost outweighs a few scalar updates
                 for a, b in spans:
                     for i in range(a, b):
-                        self._apply_one(st, vlist[i], tlist[i], out)
+                        self._apply_one(st, vlist[i], tlist[i], out, None if wm is None else float(wm[i]))
                 continue
             if len(spans) == 1:
-                v, t = values[spans[0][0] : spans[0][1]], stamps[spans[0][0] : spans[0][1]]
+                sel: slice | np.ndarray = slice(spans[0][0], spans[0][1])
             else:
-                idx = np.concatenate([np.arange(a, b) for a, b in spans])
-                v, t = values[idx], stamps[idx]
-            self._apply_many(st, v, t, out)
+                sel = np.concatenate([np.arange(a, b) for a, b in spans])
+            self._apply_many(st, values[sel], stamps[sel], out, None if wm is None else wm[sel])
 
-    def _apply_many(self, st: KeyState, v: np.ndarray, t: np.ndarray, out: Output) -> None:
+    def _apply_many(self, st: KeyState, v: np.ndarray, t: np.ndarray, out: Output, wm: np.ndarray | None = None) -> None:
         """Consecutive events of one key, vectorised."""
         if not self._partials:
             st.add_many(v)
@@ -340,7 +353,7 @@ class Pipeline:
             st.moments.update_many(v)
         self.stats.accepted += len(v)
         w = np.floor(t / self._interval)
-        late = self._late_many(st, t, w)
+        late = self._late_many(st, t, w) if wm is None else (w + 1) * self._interval <= wm
         n_late = int(late.sum())
         self.stats.late += n_late
         if n_late and self._partials:
@@ -362,7 +375,7 @@ class Pipeline:
         st.moments.merge(m)
         self.stats.accepted += h.count
         w = math.floor(h.ts / self._interval)
-        if self._late(w, st.horizon):
+        if self._late(w, st.horizon if not self._partials else self.max_ts - self._lateness):
             self.stats.late += h.count
             if self._partials:
                 self._late_window(st).merge_sketch(h.sketch, m)
