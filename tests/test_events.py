@@ -638,3 +638,31 @@ def test_a_batch_of_grammar_records_decodes_like_its_records_one_by_one(docs, po
     for i, bad in poison:
         raws[i % len(raws)] = bad
     _same_batch(d, [(r, i, default_ts) for i, r in enumerate(raws)])
+
+
+def _rfc3339_reference(ts: str):
+    """The general rule, written out: strip, a trailing Z/z is +00:00, an offset is required."""
+    text = ts.strip()
+    try:
+        dt = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        return None
+    return dt.timestamp() if dt.tzinfo is not None else None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2286, 1, 1)),
+    st.sampled_from(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dt%H:%M", "%Y-%m-%dT%H", "%Y%m%dT%H%M%S", "%Y-%m-%d"]),
+    st.sampled_from(["", ".5", ".05", ".123", ".123456", ".1234567", ",5"]),
+    st.sampled_from(["Z", "z", "+00:00", "-05:30", "+0100", "ZZ", "+01:00Z", ""]),
+    st.sampled_from(["", " ", "\t"]),
+)
+def test_rfc3339_strings_parse_by_the_general_rule(dt, fmt, frac, off, pad):
+    text = pad + dt.strftime(fmt) + frac + off + pad
+    ref = _rfc3339_reference(text)
+    out = _both_paths(Decoder(), json.dumps({"key": "k", "value": 1, "ts": text}).encode())
+    if ref is not None and 0 <= ref <= 1e10:
+        assert out.ts == [ref] and not out.dead, text
+    else:
+        assert out.ts == [] and [d.reason for d in out.dead] == ["bad_timestamp"], text
