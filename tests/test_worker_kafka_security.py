@@ -92,11 +92,11 @@ def sample(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def wait_accepted(w: WorkerProc, n: int, timeout: float = 90.0) -> str:
+def wait_metric(w: WorkerProc, name: str, n: float, timeout: float = 90.0) -> str:
     deadline, text = time.time() + timeout, ""
     while time.time() < deadline:
         text = w.metrics()
-        if sample(text, "shiftwatch_events_accepted_total") >= n:
+        if sample(text, name) >= n:
             return text
         time.sleep(0.5)
     return text
@@ -112,13 +112,15 @@ def test_secured_worker_processes_events_end_to_end(kafka_secure_broker, tmp_pat
     try:
         w.wait_ready(60)
         asyncio.run(produce(conn, topics.events, msgs))
-        text = wait_accepted(w, n_events)
+        text = wait_metric(w, "shiftwatch_events_accepted_total", n_events)
         assert sample(text, "shiftwatch_events_accepted_total") == n_events, w.tail()
         assert sample(text, "shiftwatch_messages_total") == len(msgs)
-        assert sample(text, "shiftwatch_snapshots_total") >= 2 * 60  # both keys' windows closed (idle close included)
         shifts = asyncio.run(read_shifts(conn, topics.shifts, timeout=60))
         assert [d["key"] for d in shifts] == ["A"], (shifts, w.tail())
         assert abs(shifts[0]["at"] - (T0 + 400)) <= 30
+        # Windows close in the merge stage, after stage 1 counted the events: wait for them.
+        text = wait_metric(w, "shiftwatch_snapshots_total", 2 * 60)
+        assert sample(text, "shiftwatch_snapshots_total") >= 2 * 60, "both keys' windows closed (idle close included)"
         for secret in (b.scram_password, b.plain_password):
             assert secret not in text and secret not in w.log_path.read_text(errors="replace")
             assert secret not in w.get("/").decode(errors="replace")
