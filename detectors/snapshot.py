@@ -443,6 +443,23 @@ class SnapshotShiftDetector(StreamingDetector):
         p = 2.0 * float(stdtr(df, -abs(float(a.mean()) - float(b.mean())) / math.sqrt(se2)))
         return p > self.max_pvalue
 
+    def _stays(self, y: np.ndarray, c: int, d: float) -> bool:
+        """The strongest metric stays moved: each of the newest ``confirm`` snapshots,
+        and ``min_fraction`` of the new regime, sit on the new side of the midpoint (a
+        brownout that ended, or a few short ones, leave snapshots on the old side)."""
+        mid = 0.5 * (y[:c].mean() + y[c:].mean())
+        if np.any((y[-self.confirm :] - mid) * d <= 0):
+            return False
+        return bool(np.mean((y[c:] - mid) * d > 0) >= self.min_fraction)
+
+    def _explained(self, y: np.ndarray, x: np.ndarray, c: int, d: float, prev: tuple[np.ndarray, np.ndarray] | None) -> bool:
+        """The drift rule, then the wander rule (on the detrended values)."""
+        slope = self._baseline_slope(y, x, c, prev)
+        yd = y - slope * (x - x[0]) if slope else y
+        if slope and self._drift_explains(yd, c, d):
+            return True
+        return self._wander_explains(yd, c)
+
     def _previous_regime(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(times as indices, logs) of the regime before the reported shift at ``_base``."""
         rep = self._reported
@@ -461,7 +478,6 @@ class SnapshotShiftDetector(StreamingDetector):
         # min_after snapshots of its own before the next change (a short regression
         # followed by its fix).
         min_before = self.min_after if self._was_reported(self._base) else self.min_before
-        prev = self._previous_regime()
         if n < min_before + self.min_after:
             return None
         # Cheap screen: the newest snapshots must differ from the rest on some metric.
@@ -481,6 +497,7 @@ class SnapshotShiftDetector(StreamingDetector):
             for c in list(cps):
                 if self._significant_inner(y, c, cands_j):
                     cands.setdefault(c, []).append(-1 - j)  # veto mark
+        prev = self._previous_regime()
         best: tuple[float, int, list[tuple[MetricChange, float]]] | None = None
         for c, who in sorted(cands.items()):
             if c < min_before or n - c < self.min_after:
@@ -494,25 +511,12 @@ class SnapshotShiftDetector(StreamingDetector):
             names = [m.metric for m, _ in moved]
             if any(self.metrics.index(nm) in vetoed for nm in names):
                 continue
-            # Each of the newest snapshots must still be on the new side for the strongest
-            # metric: a brownout that ended has some back on the old side.
             anchor, d = min(moved, key=lambda md: md[0].pvalue)
             j = self.metrics.index(anchor.metric)
             y = logs[:, j]
-            mid = 0.5 * (y[:c].mean() + y[c:].mean())
-            if np.any((y[-self.confirm :] - mid) * d <= 0):
+            if not self._stays(y, c, d):
                 continue
-            # And most of the new regime sits there: a few brownouts pull a mean up
-            # but leave most snapshots on the old side.
-            if np.mean((y[c:] - mid) * d > 0) < self.min_fraction:
-                continue
-            # A drifting baseline: judge the move against its trend line, continued.
-            x = idx.astype(np.float64)
-            slope = self._baseline_slope(y, x, c, None if prev is None else (prev[0], prev[1][:, j]))
-            yd = y - slope * (x - x[0]) if slope else y
-            if slope and self._drift_explains(yd, c, d):
-                continue
-            if self._wander_explains(yd, c):
+            if self._explained(y, idx.astype(np.float64), c, d, None if prev is None else (prev[0], prev[1][:, j])):
                 continue
             p = anchor.pvalue
             if best is None or p < best[0]:
