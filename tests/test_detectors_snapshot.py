@@ -257,7 +257,7 @@ def test_indices_and_counts_beyond_32_bits_are_kept_exactly():
 def test_times_are_kept_exactly(times, wide):
     import json
 
-    d = SnapshotShiftDetector(history=15, min_before=10)
+    d = SnapshotShiftDetector(history=15)
     for t, (_, v, c) in zip(times, snapshots(len(times), seed=3)):
         d.update(t, v, c)
     assert d._lay.wide == wide
