@@ -148,6 +148,9 @@ class Pipeline:
         #: Stage 1: the partition's source index and the window number its watermark closed up to.
         self.source = 0
         self._closed_upto = -(1 << 62)
+        self._sent_mark = -math.inf
+        #: Stage 1: how far the partition may run past a key's window before it is closed anyway.
+        self._force_lag = self._lateness + 2 * self._interval
         #: Labels of the keys in the batch being processed (set by :meth:`process`).
         self._pending_labels: dict[str, dict[str, str]] = {}
 
@@ -200,7 +203,7 @@ class Pipeline:
             self._apply_hist(h, out)
         self._pending_labels = {}
         if self._partials:
-            self._close_by_watermark(self.max_ts - self._lateness, out)
+            self._close_by_watermark(self.max_ts - self._force_lag, out)
         if len(self._hot) > self.config.hot_keys:
             self._cool()
         return out
@@ -243,19 +246,22 @@ class Pipeline:
         """An event of window ``w`` is late once the key's watermark passed the window's end."""
         return (w + 1) * self._interval <= watermark
 
-    def _late_many(self, st: KeyState, t: np.ndarray, w: np.ndarray) -> np.ndarray:
+    def _late_many(self, st: KeyState, t: np.ndarray, w: np.ndarray, floor: np.ndarray | None = None) -> np.ndarray:
         """:meth:`_late` for consecutive events of one key: the watermark in force before
-        each is the key's horizon, raised by the events before it."""
+        each is the key's horizon, raised by the events before it (and, in stage 1, by the
+        partition's forced watermark ``floor``)."""
         before = np.empty_like(t)
         before[0] = st.horizon
         if len(t) > 1:
             np.maximum(np.maximum.accumulate(t[:-1]) - self._lateness, st.horizon, out=before[1:])
+        if floor is not None:
+            np.maximum(before, floor, out=before)
         return (w + 1) * self._interval <= before
 
     def _advance_key(self, st: KeyState, ts: float, out: Output) -> None:
         """Raise the key's watermark to ``ts`` minus the lateness; close what it passes
         (stage 1: the partition's watermark closes windows, after the batch)."""
-        if ts - self._lateness > st.horizon and not self._partials:
+        if ts - self._lateness > st.horizon:
             st.horizon = ts - self._lateness
             if st.windows:
                 self._close_key(st, st.horizon, out)
@@ -264,8 +270,10 @@ class Pipeline:
 
     # -- applying events --------------------------------------------------
     def _partition_watermarks(self, decoded: Decoded) -> np.ndarray:
-        """Stage 1: the partition's watermark in force before each event (its newest event
-        time so far minus the lateness), so what is late does not depend on batching."""
+        """Stage 1: the partition's forced watermark in force before each event (its newest
+        event time so far minus ``force_lag``): a key's window closes by the key's own
+        watermark, or at the latest once the partition is ``force_lag`` past its end. Per
+        event, so what is late does not depend on batching."""
         _, t = decoded.arrays()
         if not len(t):
             return t
@@ -273,7 +281,7 @@ class Pipeline:
         before[0] = self.max_ts
         np.maximum.accumulate(t[:-1], out=before[1:])
         np.maximum(before, self.max_ts, out=before)
-        return before - self._lateness
+        return before - self._force_lag
 
     def _process_each(self, decoded: Decoded, out: Output, wm: np.ndarray | None = None) -> None:
         dirty = self.dirty
@@ -291,7 +299,7 @@ class Pipeline:
             st.moments.update(value)
         self.stats.accepted += 1
         w = math.floor(ts / self._interval)
-        if self._late(w, st.horizon if wm is None else wm):
+        if self._late(w, st.horizon if wm is None else max(st.horizon, wm)):
             self.stats.late += 1
             if self._partials:
                 self._late_window(st).update(value)
@@ -353,7 +361,7 @@ class Pipeline:
             st.moments.update_many(v)
         self.stats.accepted += len(v)
         w = np.floor(t / self._interval)
-        late = self._late_many(st, t, w) if wm is None else (w + 1) * self._interval <= wm
+        late = self._late_many(st, t, w, wm)
         n_late = int(late.sum())
         self.stats.late += n_late
         if n_late and self._partials:
@@ -375,7 +383,7 @@ class Pipeline:
         st.moments.merge(m)
         self.stats.accepted += h.count
         w = math.floor(h.ts / self._interval)
-        if self._late(w, st.horizon if not self._partials else self.max_ts - self._lateness):
+        if self._late(w, max(st.horizon, self.max_ts - self._force_lag) if self._partials else st.horizon):
             self.stats.late += h.count
             if self._partials:
                 self._late_window(st).merge_sketch(h.sketch, m)
@@ -387,13 +395,14 @@ class Pipeline:
         """Move every key's watermark to event time ``t`` (the input is idle)."""
         if self._partials:
             out = Output()
-            self._close_by_watermark(t - self._lateness, out)
+            self._close_by_watermark(t - self._lateness, out)  # idle: no more disorder to wait for
             return out
         return self._close_all(t - self._lateness, move_horizon=True)
 
     def _close_by_watermark(self, wm: float, out: Output) -> None:
-        """Stage 1: the partition's watermark closes every key's windows ending by it,
-        and says so (``out.watermarks``) once per window boundary it crosses."""
+        """Stage 1: the forced watermark closes every key's windows ending by it; then the
+        source watermark (no partial will end at or before it) goes out once per window
+        boundary it crosses: the forced watermark, or the oldest window still open."""
         if not wm > -math.inf:
             return
         upto = math.floor(wm / self._interval)
@@ -401,7 +410,11 @@ class Pipeline:
             return
         self._closed_upto = upto
         out.extend(self._close_all(upto * self._interval, move_horizon=True))
-        out.watermarks[self.source] = upto * self._interval
+        oldest = min((w for st in self.states.values() for w in st.windows), default=upto)
+        mark = min(upto, oldest) * self._interval
+        if mark > self._sent_mark:
+            self._sent_mark = mark
+            out.watermarks[self.source] = mark
 
     def apply_window(self, key: str, w: int, win: Window, labels: tuple[tuple[str, str], ...] = ()) -> Output:
         """Stage 2: one key's merged window ``w`` from every source partition, closed."""
