@@ -94,13 +94,22 @@ def wait_counts(expected: dict[str, int], *workers: WorkerProc, timeout: float =
 
 
 def assert_shifts_once(bootstrap: str, topics: Topics) -> None:
+    """Every shifted key shifts once at the true time; no event id is published twice.
+
+    A steady key may raise a false shift that the detector itself retracts a snapshot
+    or two later (detection quality, measured in benchmarks/fleet.py); what a crash must
+    not do is lose or repeat an event, so those are checked here."""
     recs = run(consume_until(bootstrap, topics.shifts, lambda r: len(r) >= len(SHIFTED), timeout=90, settle=6))
     # Several keys shifting together also page once as an incident on the same topic.
     docs = [d for d in json_values(recs) if d["type"] != "incident"]
-    assert sorted(d["key"] for d in docs) == sorted(SHIFTED), docs
-    for d in docs:
-        assert d["type"] == "shift" and abs(d["at"] - (T0 + 400)) <= 30
-    assert len({d["id"] for d in docs}) == len(docs)
+    shifts = [d for d in docs if d["type"] == "shift"]
+    retracted = {d["id"] for d in docs if d["type"] == "retraction"}
+    assert len({d["id"] for d in shifts}) == len(shifts), docs  # no shift published twice
+    assert retracted <= {d["id"] for d in shifts} and len(retracted) == len([d for d in docs if d["type"] == "retraction"])
+    standing = [d for d in shifts if d["id"] not in retracted]
+    assert sorted(d["key"] for d in standing) == sorted(SHIFTED), docs
+    for d in standing:
+        assert abs(d["at"] - (T0 + 400)) <= 30
 
 
 def test_kill_9_mid_stream_loses_and_duplicates_nothing(kafka_broker, tmp_path):
