@@ -98,7 +98,9 @@ def test_reason_codes_match_the_decoder():
 def test_shift_event_schema_lists_exactly_the_fields_the_worker_writes():
     ev = ShiftEvent("shift", "0" * 20, "k", 1.0, 2.0, "regression", 0.01, (MetricMove("p50", 1.0, 2.0, 1.0, 0.01),), 1, 1, 1, 1, 30.0, "edivisive")
     s = load("shift_event")
-    assert sorted(s["required"]) == sorted(ev.to_json()) == sorted(s["properties"])
+    full = ShiftEvent(*[getattr(ev, f) for f in ShiftEvent.__slots__[:14]], labels=(("a", "b"),), examples_before=(0.1,), examples_after=(0.2,), pooled_windows=2)
+    assert sorted(s["required"]) == sorted(ev.to_json())  # what every event carries
+    assert sorted(full.to_json()) == sorted(s["properties"])  # and what some carry besides
 
 
 def test_schemas_ship_with_the_package():
@@ -290,3 +292,28 @@ def test_good_fixtures_are_accepted():
     assert not errors("shift_event", GOOD_SHIFT)
     assert not errors("dead_letter", GOOD_DEAD)
     assert not errors("dead_letter", changed(GOOD_DEAD, source=None, index=3))
+
+
+def test_real_incidents_and_pooled_labelled_shifts_validate():
+    from stream.events import Decoder as D
+    from stream.incidents import IncidentGrouper
+    from stream.pipeline import Pipeline, PipelineConfig
+
+    keys = ("a", "b", "c", "d")
+    events, _ = shift_stream(snapshots=70, shift_snapshot=40, factor=1.6, keys=keys, shifted="a")
+    for e in events:  # every key slows down together: a fleet-wide change
+        e["value"] = e["value"] * (1.6 if e["ts"] >= events[0]["ts"] + 400 and e["key"] != "a" else 1.0)
+    lines = [json.dumps({"svc": e["key"], "route": "/x", "ms": e["value"], "t": e["ts"]}).encode() for e in events]
+    p = Pipeline(PipelineConfig(snapshot_interval_s=10.0, pool_min_samples=600), D(key_fields=("svc", "route"), value_field="ms", ts_field="t"))
+    out = p.feed_many(lines)
+    out.extend(p.flush())
+    shifts = [s for s in out.shifts if s.kind == "shift"]
+    assert len(shifts) >= 3 and all(s.pooled_windows == 2 for s in shifts)  # 300 a window, pooled to 600
+    for s in shifts:
+        assert not errors("shift_event", json.loads(json.dumps(s.to_json())))
+    incidents = [i for s in shifts for i in IncidentGrouper().update(s)] or []
+    g = IncidentGrouper()
+    incidents = [i.to_json() for s in shifts for i in g.update(s)]
+    assert incidents and incidents[0]["labels"] == {"route": "/x"}
+    for doc in incidents:
+        assert not errors("incident", json.loads(json.dumps(doc)))
