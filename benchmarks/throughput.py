@@ -73,6 +73,7 @@ def load_broker_module():
     spec = importlib.util.spec_from_file_location("shiftwatch_kafka_broker", ROOT / "tests" / "kafka_broker.py")
     mod = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
     spec.loader.exec_module(mod)
     return mod
 
