@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--emit",
         default="snapshot,shift,retraction,dead_letter",
-        help="comma-separated record types to write (default: all of snapshot,shift,retraction,dead_letter)",
+        help="comma-separated record types to write (default: snapshot,shift,retraction,dead_letter; add incident for fleet-wide incidents)",
     )
     r.add_argument("--no-flush", action="store_true", help="do not close the last, still-open windows at end of input")
     _add_options(r, SUBCOMMAND_OPTIONS["replay"])

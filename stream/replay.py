@@ -19,6 +19,7 @@ from typing import BinaryIO, Iterator, TextIO
 
 from .events import Decoded
 from .pipeline import Output, Pipeline
+from .incidents import IncidentGrouper
 from .records import dumps, iso
 from .settings import Settings
 
@@ -45,7 +46,8 @@ def _batches(fh: BinaryIO, size: int) -> Iterator[list[bytes]]:
         yield batch
 
 
-def write_output(out: Output, sink: TextIO, emit: set[str]) -> None:
+def write_output(out: Output, sink: TextIO, emit: set[str], incidents: IncidentGrouper | None = None) -> None:
+    """Records of ``emit``'s types; with ``incidents``, incident records after the shifts that form them."""
     w = sink.write
     if "dead_letter" in emit:
         for d in out.dead:
@@ -56,6 +58,9 @@ def write_output(out: Output, sink: TextIO, emit: set[str]) -> None:
     for e in out.shifts:
         if e.kind in emit:
             w(dumps(e.to_json()) + "\n")
+        if incidents is not None and e.kind == "shift":
+            for inc in incidents.update(e):
+                w(dumps(inc.to_json()) + "\n")
 
 
 def replay_stream(
@@ -65,19 +70,20 @@ def replay_stream(
     (``decode_batch``: typed parsing, events appended straight to the batch); a line's
     offset in dead letters is its number among the non-blank lines, from 1."""
     decoder, stats = pipeline.decoder, pipeline.stats
+    grouper = IncidentGrouper() if "incident" in emit else None
     offset, last_full = 0, True
     for lines in _batches(fh, BATCH_LINES):
         stats.messages += len(lines)
         batch = decoder.decode_batch(zip(lines, range(offset + 1, offset + 1 + len(lines)), repeat(None)), name, 0)
         offset += len(lines)
         last_full = len(lines) == BATCH_LINES
-        write_output(pipeline.process(batch), sink, emit)
+        write_output(pipeline.process(batch), sink, emit, grouper)
         if progress:
             progress.update(fh, batch)
     if last_full:  # as the line-by-line reader did: one (empty) batch closes the input
-        write_output(pipeline.process(Decoded()), sink, emit)
+        write_output(pipeline.process(Decoded()), sink, emit, grouper)
     if flush:
-        write_output(pipeline.flush(), sink, emit)
+        write_output(pipeline.flush(), sink, emit, grouper)
     if progress:
         progress.done()
 

@@ -145,3 +145,18 @@ def test_every_registered_detector_runs_in_the_stream_and_survives_a_checkpoint(
         assert [e.to_json() for e in a] == [e.to_json() for e in b], name  # same decisions after a restore
         assert all(e.detector == name for e in shifts + a)
         assert "B" not in {e.key for e in shifts + a if e.kind == "shift"}, name
+
+
+def test_replay_emits_incidents_when_asked(tmp_path, capsys):
+    keys = ("a", "b", "c")
+    events, _ = shift_stream(snapshots=60, shift_snapshot=40, factor=1.0, keys=keys, shifted="a", interval=10.0, per_snapshot=200)
+    t_shift = events[0]["ts"] + 400
+    for e in events:
+        e["value"] *= 1.6 if e["ts"] >= t_shift else 1.0  # all three keys slow down together
+    path = tmp_path / "ev.jsonl"
+    path.write_bytes(b"\n".join(as_messages(events, 40)) + b"\n")
+    assert main(["replay", str(path), "--snapshot-interval", "10", "--emit", "shift,incident"]) == 0
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    shifts = [d for d in docs if d["type"] == "shift"]
+    [incident] = [d for d in docs if d["type"] == "incident" and not d["update"]]
+    assert sorted(incident["keys"]) == sorted(keys) and sorted(incident["shift_ids"]) == sorted(s["id"] for s in shifts)
