@@ -184,3 +184,19 @@ def run(coro):
 
 def json_values(records) -> list[dict]:
     return [json.loads(r.value) for r in records]
+
+
+async def produce_to(bootstrap: str, topic: str, messages: list[tuple[int | None, bytes | None, bytes]], seconds: float = 0.0) -> None:
+    """Produce (partition, key, value) in order; partition None lets the key pick it.
+    ``seconds`` > 0 paces the messages evenly over that long (a live stream)."""
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4 << 20, acks="all", enable_idempotence=True)
+    await p.start()
+    try:
+        start = time.time()
+        for i, (part, key, value) in enumerate(messages):
+            await p.send(topic, value, key=key, partition=part)
+            if seconds > 0:
+                await asyncio.sleep(max(0.0, start + seconds * (i + 1) / len(messages) - time.time()))
+        await p.flush()
+    finally:
+        await p.stop()

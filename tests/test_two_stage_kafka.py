@@ -1,0 +1,231 @@
+"""Two-stage topology on the real broker: the answer must not depend on how the producer
+partitions. One seeded data set goes to a 4-partition input topic keyed by the event key
+and, separately, with no key, round-robin over the partitions; two workers share each
+run. Shift events, exact counts and per-key percentiles must agree between the runs, a
+``kill -9`` of one worker must change none of them, and ``--topology keyed`` still works."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from datagen import T0, shift_stream
+from worker_proc import Topics, WorkerProc, consume_until, json_values, produce_to, run
+
+pytestmark = pytest.mark.kafka
+
+KEYS = tuple("ABCDEF")
+SHIFTED = ("A", "D")
+PARTITIONS = 4
+PER_MESSAGE = 30
+SHIFT_AT = T0 + 300  # window 30 of 45, 10 s windows
+ARGS = ("--snapshot-interval", "10", "--merge-grace", "20")
+
+
+def dataset(seed: int = 11) -> tuple[list[tuple[str, bytes]], dict[str, np.ndarray]]:
+    """(key, JSON array of that key's events) in time order, and each key's values (ms)."""
+    msgs: list[tuple[float, str, bytes]] = []
+    values: dict[str, np.ndarray] = {}
+    for i, key in enumerate(KEYS):
+        ev, vals = shift_stream(snapshots=45, shift_snapshot=30, per_snapshot=60, factor=1.6 if key in SHIFTED else 1.0, seed=seed + i, keys=(key,), shifted=key)
+        values[key] = vals[key]
+        for j in range(0, len(ev), PER_MESSAGE):
+            chunk = ev[j : j + PER_MESSAGE]
+            msgs.append((chunk[0]["ts"], key, json.dumps(chunk).encode()))
+    msgs.sort()
+    return [(k, m) for _, k, m in msgs], values
+
+
+def keyed(msgs: list[tuple[str, bytes]]) -> list[tuple[int | None, bytes | None, bytes]]:
+    return [(None, k.encode(), m) for k, m in msgs]
+
+
+def unkeyed(msgs: list[tuple[str, bytes]]) -> list[tuple[int | None, bytes | None, bytes]]:
+    """Key None; message i to partition i mod 4, so every partition holds every key."""
+    return [(i % PARTITIONS, None, m) for i, (_, m) in enumerate(msgs)]
+
+
+# -- reading the workers' metrics ----------------------------------------------------------
+
+def samples(*workers: WorkerProc) -> list:
+    return [s for w in workers for f in text_string_to_metric_families(w.metrics()) for s in f.samples]
+
+
+def key_counts(*workers: WorkerProc) -> dict[str, float]:
+    """Per-key all-time ``_count`` of the latency histogram, summed over the workers."""
+    out: dict[str, float] = {}
+    for s in samples(*workers):
+        if s.name == "shiftwatch_latency_seconds_count":
+            out[s.labels["key"]] = out.get(s.labels["key"], 0) + s.value
+    return out
+
+
+def accepted(*workers: WorkerProc) -> float:
+    return sum(s.value for s in samples(*workers) if s.name == "shiftwatch_events_accepted_total")
+
+
+def bucket_quantiles(*workers: WorkerProc, qs: tuple[float, ...] = (0.5, 0.99)) -> dict[str, list[float]]:
+    """histogram_quantile over ``sum by (key, le)`` of the workers' ``_bucket`` series (seconds)."""
+    cum: dict[str, dict[float, float]] = {}
+    for s in samples(*workers):
+        if s.name == "shiftwatch_latency_seconds_bucket":
+            le = float(s.labels["le"])
+            d = cum.setdefault(s.labels["key"], {})
+            d[le] = d.get(le, 0.0) + s.value
+    out = {}
+    for key, d in cum.items():
+        les = sorted(d)
+        counts = np.array([d[le] for le in les])
+        out[key] = [_interpolate(les, counts, q) for q in qs]
+    return out
+
+
+def _interpolate(les: list[float], cum: np.ndarray, q: float) -> float:
+    """Prometheus's rule: linear inside the bucket holding rank q * total."""
+    rank = q * cum[-1]
+    i = int(np.searchsorted(cum, rank))
+    lo, hi = (les[i - 1] if i else 0.0), les[i]
+    below = cum[i - 1] if i else 0.0
+    return lo + (hi - lo) * (rank - below) / (cum[i] - below)
+
+
+def snapshot_gauges(*workers: WorkerProc) -> dict[str, dict[str, float]]:
+    """Last closed snapshot's percentiles per key, from the worker holding most of the key."""
+    best: dict[str, tuple[float, dict[str, float]]] = {}
+    for w in workers:
+        ss = samples(w)
+        counts = {s.labels["key"]: s.value for s in ss if s.name == "shiftwatch_latency_seconds_count"}
+        for key, n in counts.items():
+            snap = {s.labels["percentile"]: s.value for s in ss if s.name == "shiftwatch_snapshot_latency_seconds" and s.labels["key"] == key}
+            if snap and n > best.get(key, (-1, {}))[0]:
+                best[key] = (n, snap)
+    return {k: v for k, (_, v) in best.items()}
+
+
+def wait_counts(expected: dict[str, int], *workers: WorkerProc, timeout: float = 150.0) -> dict[str, float]:
+    deadline, got = time.time() + timeout, {}
+    while time.time() < deadline:
+        try:
+            got = key_counts(*workers)
+        except OSError:
+            pass
+        if all(got.get(k, 0) >= n for k, n in expected.items()):
+            return got
+        time.sleep(0.5)
+    return got
+
+
+def shift_docs(bootstrap: str, topics: Topics) -> list[tuple]:
+    """(type, id, key, at, direction) of every shift and retraction on the change topic."""
+    recs = run(consume_until(bootstrap, topics.shifts, lambda r: sum(json.loads(x.value)["type"] == "shift" for x in r) >= len(SHIFTED), timeout=90, settle=5))
+    docs = [d for d in json_values(recs) if d["type"] in ("shift", "retraction")]
+    return sorted((d["type"], d["id"], d["key"], d["at"], d.get("direction")) for d in docs)
+
+
+def assert_true_shifts(docs: list[tuple]) -> None:
+    shifts = [d for d in docs if d[0] == "shift"]
+    assert len({d[1] for d in shifts}) == len(shifts), docs  # no shift twice
+    retracted = {d[1] for d in docs if d[0] == "retraction"}
+    standing = [d for d in shifts if d[1] not in retracted]
+    assert sorted(d[2] for d in standing) == sorted(SHIFTED), docs
+    assert all(abs(d[3] - SHIFT_AT) <= 30 for d in standing), docs
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+def two_worker_run(broker, tmp_path, messages, *extra: str, kill_after: float | None = None, seconds: float = 0.0) -> dict:
+    """Two workers in one group read ``messages``; optionally one is killed -9 mid-stream."""
+    b = broker.bootstrap
+    topics = Topics()
+    broker.create_topic(topics.events, PARTITIONS)
+    w1 = WorkerProc(b, topics, tmp_path, *ARGS, *extra, name=f"{topics.prefix}-1").launch()
+    w2 = WorkerProc(b, topics, tmp_path, *ARGS, *extra, name=f"{topics.prefix}-2").launch()
+    try:
+        w1.wait_ready(), w2.wait_ready()
+        prod = threading.Thread(target=lambda: run(produce_to(b, topics.events, messages, seconds=seconds)), daemon=True)
+        prod.start()
+        before = None
+        if kill_after is not None:
+            time.sleep(kill_after)
+            before = accepted(w2)
+            w2.kill()  # SIGKILL: no revoke, no shutdown checkpoint
+        prod.join(120)
+        alive = (w1,) if kill_after is not None else (w1, w2)
+        _, values = dataset()
+        counts = wait_counts({k: len(v) for k, v in values.items()}, *alive)
+        time.sleep(2)  # anything extra (a double-counted partial) would show by now
+        return {
+            "counts": key_counts(*alive), "accepted": accepted(*alive), "quantiles": bucket_quantiles(*alive),
+            "snapshots": snapshot_gauges(*alive), "shifts": shift_docs(b, topics), "before_kill": before,
+            "waited": counts, "logs": "\n".join(w.tail(20) for w in alive),
+        }
+    finally:
+        w1.stop()
+        w2.stop()
+
+
+@pytest.fixture(scope="module")
+def runs(kafka_broker, tmp_path_factory) -> dict[str, dict]:
+    msgs, _ = dataset()
+    out = {}
+    for name, spread in (("keyed", keyed), ("unkeyed", unkeyed)):
+        t = time.time()
+        out[name] = two_worker_run(kafka_broker, tmp_path_factory.mktemp(name), spread(msgs))
+        out[name]["seconds"] = time.time() - t
+    return out
+
+
+def test_same_answer_keyed_and_unkeyed_over_two_workers(runs):
+    _, values = dataset()
+    expected = {k: len(v) for k, v in values.items()}
+    for name, r in runs.items():
+        assert r["counts"] == expected, (name, r["counts"], r["logs"])
+        assert r["accepted"] == sum(expected.values()), (name, r["accepted"])
+        assert_true_shifts(r["shifts"])
+    assert runs["keyed"]["shifts"] == runs["unkeyed"]["shifts"]  # same keys, at, ids
+    kq, uq = runs["keyed"]["quantiles"], runs["unkeyed"]["quantiles"]
+    assert sorted(kq) == sorted(uq) == sorted(KEYS)
+    for key in KEYS:
+        exact = np.percentile(values[key], [50, 99]) / 1000.0
+        for a, b, e in zip(kq[key], uq[key], exact):
+            assert abs(a - b) <= 0.02 * b, (key, kq[key], uq[key])
+            assert abs(a - e) <= 0.05 * e, (key, kq[key], exact)  # bucket width 2^(1/16)
+    ks, us = runs["keyed"]["snapshots"], runs["unkeyed"]["snapshots"]
+    assert sorted(ks) == sorted(us) == sorted(KEYS)
+    for key in KEYS:
+        assert ks[key].keys() == us[key].keys() and ks[key]
+        for p in ks[key]:
+            assert abs(ks[key][p] - us[key][p]) <= 0.02 * us[key][p], (key, ks[key], us[key])
+
+
+def test_kill_9_of_one_of_two_workers_on_unkeyed_input(kafka_broker, tmp_path, runs):
+    msgs, values = dataset()
+    expected = {k: len(v) for k, v in values.items()}
+    r = two_worker_run(kafka_broker, tmp_path, unkeyed(msgs), kill_after=6.0, seconds=12.0)
+    assert r["before_kill"] and r["before_kill"] > 0, "the killed worker must have taken part"
+    assert r["counts"] == expected, (r["counts"], expected, r["logs"])  # no lost window, no partial twice
+    assert r["shifts"] == runs["unkeyed"]["shifts"]  # no duplicate or missing shift, same ids
+    for key in KEYS:
+        for a, b in zip(r["quantiles"][key], runs["unkeyed"]["quantiles"][key]):
+            assert abs(a - b) <= 0.02 * b, (key, r["quantiles"][key])
+
+
+def test_keyed_topology_end_to_end(kafka_broker, tmp_path):
+    b = kafka_broker.bootstrap
+    topics = Topics()
+    kafka_broker.create_topic(topics.events, PARTITIONS)
+    msgs, values = dataset()
+    expected = {k: len(v) for k, v in values.items()}
+    w = WorkerProc(b, topics, tmp_path, *ARGS, "--topology", "keyed", name="keyed").start()
+    try:
+        run(produce_to(b, topics.events, keyed(msgs)))
+        assert wait_counts(expected, w) == expected, w.tail()
+        assert accepted(w) == sum(expected.values())
+        assert_true_shifts(shift_docs(b, topics))
+    finally:
+        w.stop()
