@@ -44,6 +44,10 @@ from prometheus_client.utils import floatToGoString
 from sketches.otel import PROM_MIN_SCHEMA, PromNativeHistogram
 
 from .events import REASONS
+from .otlp import OTLP_REASONS
+
+#: Every reason an input can be rejected for (JSON, OTLP, and stage 2's unreadable partials).
+ALL_REASONS: tuple[str, ...] = tuple(dict.fromkeys(REASONS + OTLP_REASONS + ("bad_partial",)))
 
 if TYPE_CHECKING:  # pragma: no cover
     from sketches import LogBuckets
@@ -286,7 +290,7 @@ class PipelineCollector(Collector):
         yield CounterMetricFamily("shiftwatch_events_accepted", "Events accepted into per-key state.", value=s.accepted)
         rej = CounterMetricFamily("shiftwatch_events_rejected", "Events rejected to the dead-letter output, by reason.", labels=["reason"])
         # Every reason from 0, so rate() and increase() see the first rejection.
-        for reason in REASONS:
+        for reason in sorted(set(ALL_REASONS) | set(s.rejected_by_reason)):
             rej.add_metric([reason], s.rejected_by_reason.get(reason, 0))
         yield rej
         errs = CounterMetricFamily(
