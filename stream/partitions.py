@@ -37,6 +37,8 @@ __all__ = ["PartitionedState", "StateView", "MergedKey", "PARTITION_KEY"]
 #: Changelog key of a stage-1 partition's own record (its newest event time): not UTF-8,
 #: so never an event key.
 PARTITION_KEY = b"\xffpartition"
+#: Changelog key of the partition's OTLP cumulative-to-delta state (the decoder's).
+DECODER_KEY = b"\xffdecoder"
 
 log = logging.getLogger("shiftwatch.state")
 
@@ -150,6 +152,9 @@ class PartitionedState:
         own = latest.pop(PARTITION_KEY, None)
         if own is not None:
             self._restore_partition(p, own)
+        dec = latest.pop(DECODER_KEY, None)
+        if dec is not None:
+            self._restore_decoder(p, dec)
         restored = 0
         for kb, value in latest.items():
             if value is None:
@@ -175,6 +180,17 @@ class PartitionedState:
         except (ValueError, KeyError, TypeError) as e:
             self.stats.checkpoint_errors += 1
             log.error("partition record is invalid (%s); its watermark restarts", e)
+
+    def _restore_decoder(self, p: _Part, value: bytes) -> None:
+        """OTLP: the cumulative streams' last points, so deltas continue across a restart."""
+        diff = getattr(p.pipeline.decoder, "differencer", None)
+        if diff is None:
+            return
+        try:
+            p.pipeline.decoder.differencer = type(diff).from_bytes(value)
+        except ValueError as e:
+            self.stats.checkpoint_errors += 1
+            log.error("OTLP differencer state is invalid (%s); cumulative streams start a new baseline", e)
 
     def revoke(self, partition: int) -> None:
         p = self.parts.pop(partition, None)
@@ -302,6 +318,9 @@ class PartitionedState:
             records.append((key.encode("utf-8", "surrogateescape"), None))
         if self.config.stage == "partials" and pipe.max_ts > float("-inf"):
             records.append((PARTITION_KEY, json.dumps({"max_ts": pipe.max_ts}).encode()))
+        diff = getattr(pipe.decoder, "differencer", None)
+        if diff is not None and len(diff):
+            records.append((DECODER_KEY, diff.to_bytes()))
         pipe.dirty.clear()
         pipe.evicted.clear()
         p.due = False

@@ -102,3 +102,35 @@ def test_worker_finds_the_histogram_shift_of_a_replicated_service(kafka_broker, 
         assert accepted and float(accepted[0].split()[1]) == 2 * WINDOWS * PER_WINDOW
     finally:
         worker.stop()
+
+
+def test_the_cumulative_differencer_survives_a_checkpoint_round_trip():
+    """A restarted worker continues each cumulative stream's deltas (no new baseline)."""
+    import numpy as np
+
+    from stream.events import Source
+    from stream.partitions import DECODER_KEY, PartitionedState
+    from stream.pipeline import PipelineConfig
+    from stream.settings import Settings
+    from test_otlp_common import MetricMaker
+
+    settings = Settings(input_format="otlp_proto")
+    m = MetricMaker(instance="a", bounds=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+    rng = np.random.default_rng(2)
+    m.record(rng.uniform(0.011, 0.024, 200), **{"http.route": "/x"})
+    first = m.request().SerializeToString()
+    m.record(rng.uniform(0.26, 0.49, 50), **{"http.route": "/x"})
+    second = m.request().SerializeToString()
+    m.shutdown()
+
+    a = PartitionedState(PipelineConfig(), settings.make_decoder)
+    a.process(0, 0, a.part(0).pipeline.decoder.decode(first, Source("t", 0, 0)))
+    records = a.checkpoint_records(0)
+    assert any(k == DECODER_KEY for k, _ in records)
+    b = PartitionedState(PipelineConfig(), settings.make_decoder)
+    b.restore(0, records)
+    after = b.part(0).pipeline.decoder.decode(second, Source("t", 0, 1))
+    assert [h.count for h in after.hists] == [50]  # a delta, not the cumulative 250
+    c = PartitionedState(PipelineConfig(), settings.make_decoder)
+    c.restore(0, [(DECODER_KEY, b"garbage")])
+    assert c.stats.checkpoint_errors == 1  # reported, and the partition still runs
