@@ -162,7 +162,7 @@ def two_worker_run(broker, tmp_path, messages, *extra: str, kill_after: float | 
         return {
             "counts": key_counts(*alive), "accepted": accepted(*alive), "quantiles": bucket_quantiles(*alive),
             "snapshots": snapshot_gauges(*alive), "shifts": shift_docs(b, topics), "before_kill": before,
-            "waited": counts, "logs": "\n".join(w.tail(20) for w in alive),
+            "waited": counts, "per_worker": [accepted(w) for w in alive], "logs": "\n".join(w.tail(20) for w in alive),
         }
     finally:
         w1.stop()
@@ -186,6 +186,7 @@ def test_same_answer_keyed_and_unkeyed_over_two_workers(runs):
     for name, r in runs.items():
         assert r["counts"] == expected, (name, r["counts"], r["logs"])
         assert r["accepted"] == sum(expected.values()), (name, r["accepted"])
+        assert all(n > 0 for n in r["per_worker"]), (name, r["per_worker"])  # both workers took part
         assert_true_shifts(r["shifts"])
     assert runs["keyed"]["shifts"] == runs["unkeyed"]["shifts"]  # same keys, at, ids
     kq, uq = runs["keyed"]["quantiles"], runs["unkeyed"]["quantiles"]
@@ -208,6 +209,7 @@ def test_kill_9_of_one_of_two_workers_on_unkeyed_input(kafka_broker, tmp_path, r
     expected = {k: len(v) for k, v in values.items()}
     r = two_worker_run(kafka_broker, tmp_path, unkeyed(msgs), kill_after=6.0, seconds=12.0)
     assert r["before_kill"] and r["before_kill"] > 0, "the killed worker must have taken part"
+    assert r["before_kill"] < sum(expected.values()) / 2, "the kill must land mid-stream"
     assert r["counts"] == expected, (r["counts"], expected, r["logs"])  # no lost window, no partial twice
     assert r["shifts"] == runs["unkeyed"]["shifts"]  # no duplicate or missing shift, same ids
     for key in KEYS:
