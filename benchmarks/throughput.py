@@ -51,6 +51,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -138,6 +139,8 @@ class Dataset:
     messages: list[tuple[bytes, bytes]]  # (key, value); emptied once produced
     samples: int
     n_messages: int = 0
+    #: The worker's --input-format (json, or otlp_proto: spans are the samples).
+    input_format: str = "json"
 
     def __post_init__(self) -> None:
         self.n_messages = self.n_messages or len(self.messages)
@@ -167,6 +170,44 @@ def make_batched(n_msgs: int, keys: int, rate: float, seed: int) -> list[tuple[b
         body = b",".join(b'{"key":"%s","value":%.3f,"ts":%.4f}' % (name, v, t) for v, t in zip(row_v, row_t))
         out.append((name, b"[" + body + b"]"))
     return out
+
+
+def make_otlp(n_records: int, seed: int, base: int = 8) -> list[tuple[None, bytes]]:
+    """Records as the Collector's Kafka exporter writes them: key None, each value one
+    ExportTraceServiceRequest of ~500 spans (benchmarks/otlp_bench.py's SDK spans).
+
+    The SDK makes ~7,000 spans/s, so ``base`` requests are made with it and the rest are
+    copies whose span times are shifted on by whole multiples of the base's time range
+    (protobuf message classes), keeping event time moving forward."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
+    from otlp_bench import make_records
+
+    reqs = [ExportTraceServiceRequest.FromString(b) for b in make_records(min(base, n_records), seed=seed)]
+    spans = [s for r in reqs for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    t_lo = min(s.start_time_unix_nano for s in spans)
+    span_ns = max(s.end_time_unix_nano for s in spans) - t_lo + 1_000_000
+    out: list[tuple[None, bytes]] = []
+    for i in range(n_records):
+        req = ExportTraceServiceRequest()
+        req.CopyFrom(reqs[i % len(reqs)])
+        shift = (i // len(reqs)) * span_ns
+        if shift:
+            for rs in req.resource_spans:
+                for ss in rs.scope_spans:
+                    for sp in ss.spans:
+                        sp.start_time_unix_nano += shift
+                        sp.end_time_unix_nano += shift
+        out.append((None, req.SerializeToString()))
+    return out
+
+
+def count_spans(value: bytes) -> int:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest.FromString(value)
+    return sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
 
 
 async def create_topics(bootstrap: str, names: list[str]) -> None:
@@ -205,14 +246,20 @@ RAW_CODE = """
 import asyncio, json, sys, time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-async def main(bootstrap, topic, expected, partitions, min_seconds):
+def otlp_loads():
+    # The least an OTLP consumer does: parse each request (the samples are its spans).
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    parse = ExportTraceServiceRequest.FromString
+    return lambda b: [s for rs in parse(b).resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+async def main(bootstrap, topic, expected, partitions, min_seconds, fmt):
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                          auto_offset_reset="earliest")
     await c.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         c.assign(tps)
-        loads = json.loads
+        loads = json.loads if fmt == "json" else otlp_loads()
         msgs = samples = 0
         t0 = None
         m0 = s0 = 0
@@ -241,7 +288,7 @@ async def main(bootstrap, topic, expected, partitions, min_seconds):
     finally:
         await c.stop()
 
-asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])))
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]))
 """
 
 BARE_APP = '''
@@ -311,6 +358,8 @@ class Result:
     scrapes: list[float] = field(default_factory=list)
     #: CPU seconds the consumer process used in the timed window (shiftwatch only).
     cpu_s: float = float("nan")
+    #: The run's partials topic (two-stage shiftwatch runs only).
+    partials_topic: str = ""
 
     @property
     def msgs_per_s(self) -> float:
@@ -325,7 +374,7 @@ def run_raw(bootstrap: str, ds: Dataset, work: Path, timeout: float, min_seconds
     log = work / f"raw-{ds.name}.log"
     out_path = work / f"raw-{ds.name}-{uuid.uuid4().hex[:6]}.json"
     with open(out_path, "wb") as out, open(log, "ab") as err:
-        proc = subprocess.Popen([PY, "-c", RAW_CODE, bootstrap, ds.topic, str(ds.n_messages), str(PARTITIONS), str(min_seconds)], stdout=out, stderr=err, start_new_session=True)
+        proc = subprocess.Popen([PY, "-c", RAW_CODE, bootstrap, ds.topic, str(ds.n_messages), str(PARTITIONS), str(min_seconds), ds.input_format], stdout=out, stderr=err, start_new_session=True)
         LIVE.append(proc)
         try:
             proc.wait(timeout)
@@ -405,14 +454,17 @@ class Shiftwatch:
     ds: Dataset
     work: Path
     extra: list[str] = field(default_factory=list)
+    topology: str = "two_stage"
     proc: subprocess.Popen | None = None
     log: Path | None = None
     port: int = 0
+    app_id: str = ""
     scrapes: list[float] = field(default_factory=list)
 
     def start(self) -> None:
         tag = uuid.uuid4().hex[:8]
         self.port = free_port()
+        self.app_id = f"bench-sw-{tag}"
         run = self.work / f"shiftwatch-{self.ds.name}-{tag}"
         run.mkdir()
         self.log = run / "worker.log"
@@ -421,7 +473,7 @@ class Shiftwatch:
             "--broker", f"kafka://{self.bootstrap}",
             "--input-topic", self.ds.topic,
             "--shift-topic", f"bench-shifts-{tag}", "--dead-letter-topic", f"bench-dead-{tag}",
-            "--app-id", f"bench-sw-{tag}",
+            "--app-id", self.app_id, "--topology", self.topology, "--input-format", self.ds.input_format,
             "--web-host", "127.0.0.1", "--web-port", str(self.port),
             "--data-dir", str(run / "data"), "--partitions", str(PARTITIONS),
             "--session-timeout", "6", "--log-level", "warn",
@@ -452,6 +504,7 @@ class Shiftwatch:
         busy_at = first[0]
         cpu = cpu0 = busy_cpu = cpu_ticks(pid)
         idle = 0
+        last: float | None = None
         # Idle this long before a confirming scrape: the agent itself pauses up to
         # --batch-within (0.2 s) waiting for a batch to fill, and on fetches.
         idle_polls = max(2, round(0.35 / poll))
@@ -471,15 +524,20 @@ class Shiftwatch:
                 t_req = time.perf_counter()
                 got = scrape(self.port)
                 self.scrapes.append(time.perf_counter() - t_req)
-                if got is not None and got[0] >= expected:
+                # All accepted — or the count stood still over 3 s of idling (some
+                # samples dead-lettered or filtered: the note below says how many).
+                stuck = got is not None and got[0] == last and cpu is not None and now - busy_at >= 3.0
+                if got is not None and (got[0] >= expected or stuck):
                     end = busy_at if cpu is not None else time.perf_counter()
                     self.scrapes.pop()  # after the end
                     break
+                last = got[0] if got is not None else None
                 idle = 0
         if got[0] != expected:
             print(f"  note: accepted {got[0]:.0f}, produced {expected} samples", file=sys.stderr)
         cpu_s = (busy_cpu[0] - cpu0[0]) / os.sysconf("SC_CLK_TCK") if cpu0 and busy_cpu else float("nan")
-        return Result(got[1] - first[2], got[0] - first[1], end - first[0], list(self.scrapes), cpu_s)
+        topic = f"{self.app_id}-partials" if self.topology == "two_stage" else ""
+        return Result(got[1] - first[2], got[0] - first[1], end - first[0], list(self.scrapes), cpu_s, topic)
 
     def _check(self, deadline: float, got: tuple[float, float] | None, expected: int) -> None:
         assert self.proc is not None and self.log is not None
@@ -493,8 +551,8 @@ class Shiftwatch:
         kill_group(self.proc)
 
 
-def run_shiftwatch(bootstrap: str, ds: Dataset, work: Path, timeout: float, poll: float, extra: list[str]) -> Result:
-    sw = Shiftwatch(bootstrap, ds, work, list(extra))
+def run_shiftwatch(bootstrap: str, ds: Dataset, work: Path, timeout: float, poll: float, extra: list[str], topology: str) -> Result:
+    sw = Shiftwatch(bootstrap, ds, work, list(extra), topology)
     sw.start()
     try:
         return sw.measure(timeout, poll)
@@ -607,12 +665,17 @@ def fmt(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
-def main() -> int:
+TOPOLOGIES = ("keyed", "two_stage")
+Results = dict[tuple[str, str], list[Result]]
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small counts, one repetition (under a minute)")
+    ap.add_argument("--quick", action="store_true", help="small counts, one repetition (about a minute)")
     ap.add_argument("--repeat", type=int, default=None, help="interleaved repetitions (default 3; 1 with --quick)")
     ap.add_argument("--single", type=int, default=None, help="single-sample messages (default 600,000; 300,000 quick)")
     ap.add_argument("--batched", type=int, default=None, help="100-sample messages (default 60,000; 25,000 quick)")
+    ap.add_argument("--otlp", type=int, default=None, help="OTLP records of ~500 spans (default 4,000; 1,000 quick; 0: no OTLP row)")
     ap.add_argument("--keys", type=int, default=100)
     ap.add_argument("--rate", type=float, default=10_000.0, help="event-time samples per second of the input (default 10,000: 100 keys × 100/s)")
     ap.add_argument("--seed", type=int, default=7)
@@ -624,21 +687,147 @@ def main() -> int:
                     help="environment for the Faust workers, shiftwatch and bare alike (Faust reads e.g. "
                          "CONSUMER_MAX_FETCH_SIZE, STREAM_BUFFER_MAXSIZE, BROKER_MAX_POLL_RECORDS); repeatable")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (worker logs, generated app)")
-    ap.add_argument("--skip", default="", help="comma list of runs to skip: raw,bare,shiftwatch")
+    ap.add_argument("--skip", default="", help="comma list of runs to skip: raw,bare,shiftwatch,keyed,two_stage")
     args = ap.parse_args()
-    quick = args.quick
-    repeat = args.repeat or (1 if quick else 3)
-    # Large enough that shiftwatch's timed window lasts seconds (its clock starts at
-    # the first /metrics scrape that shows accepted events).
-    n_single = args.single or (300_000 if quick else 600_000)
-    n_batched = args.batched or (25_000 if quick else 60_000)
-    skip = set(filter(None, args.skip.split(",")))
     for item in args.worker_env:
         name, sep, value = item.partition("=")
         if not sep:
             ap.error(f"--worker-env wants NAME=VALUE, got {item!r}")
         WORKER_ENV[name] = value
-    timeout = 60.0 if quick else 600.0
+    return args
+
+
+def make_datasets(args: argparse.Namespace, bootstrap: str, say) -> list[Dataset]:
+    """Seeded inputs, produced to fresh 4-partition topics (message lists dropped after)."""
+    quick = args.quick
+    n_single = args.single or (300_000 if quick else 600_000)
+    n_batched = args.batched or (25_000 if quick else 60_000)
+    n_otlp = (1_000 if quick else 4_000) if args.otlp is None else args.otlp
+    tag = uuid.uuid4().hex[:8]
+    out = [Dataset("single", f"bench-single-{tag}", make_single(n_single, args.keys, args.rate, args.seed), n_single),
+           Dataset("batched", f"bench-batched-{tag}", make_batched(n_batched, args.keys, args.rate, args.seed), n_batched * BATCH)]  # fmt: skip
+    if n_otlp:
+        t = time.perf_counter()
+        msgs = make_otlp(n_otlp, args.seed)
+        base = [count_spans(v) for _, v in msgs[:8]]  # record i is a time-shifted copy of record i % 8
+        spans = sum(base[i % len(base)] for i in range(n_otlp))
+        out.append(Dataset("otlp", f"bench-otlp-{tag}", msgs, spans, input_format="otlp_proto"))  # type: ignore[arg-type]
+        say(f"built {n_otlp:,} OTLP requests in {time.perf_counter() - t:.1f}s")
+    asyncio.run(create_topics(bootstrap, [ds.topic for ds in out]))
+    for ds in out:
+        dt = asyncio.run(produce(bootstrap, ds.topic, ds.messages))  # type: ignore[arg-type]
+        mb = sum(len(v) for _, v in ds.messages) / 1e6
+        say(f"produced {ds.n_messages:,} {ds.name} messages ({ds.samples:,} samples, {mb:.1f} MB) in {dt:.1f}s")
+        ds.messages = []
+    return out
+
+
+def plan_runs(args: argparse.Namespace, bootstrap: str, work: Path, timeout: float, datasets: list[Dataset]) -> list[tuple[str, Dataset, Any]]:
+    skip = set(filter(None, args.skip.split(",")))
+    by = {ds.name: ds for ds in datasets}
+    runs: list[tuple[str, Dataset, Any]] = []
+    if "raw" not in skip:
+        runs += [("raw aiokafka", ds, lambda ds: run_raw(bootstrap, ds, work, timeout)) for ds in datasets]
+    if "bare" not in skip:
+        runs.append(("bare Faust", by["single"], lambda ds: run_bare_faust(bootstrap, ds, work, timeout)))
+        if not args.quick:
+            runs.append(("bare Faust", by["batched"], lambda ds: run_bare_faust(bootstrap, ds, work, timeout)))
+            runs.append(("bare Faust take(1000)", by["single"], lambda ds: run_bare_faust(bootstrap, ds, work, timeout, "take")))
+    if "shiftwatch" not in skip:
+        for ds in datasets:
+            for topo in TOPOLOGIES:
+                if topo not in skip:
+                    fn = lambda ds, topo=topo: run_shiftwatch(bootstrap, ds, work, timeout, args.poll, args.worker_arg, topo)  # noqa: E731
+                    runs.append((f"shiftwatch {topo}", ds, fn))
+    return runs
+
+
+def run_all(runs: list[tuple[str, Dataset, Any]], repeat: int, say) -> tuple[Results, dict[tuple[str, str], str]]:
+    """Every run ``repeat`` times, interleaved; a run that fails once is not retried."""
+    results: Results = collections.defaultdict(list)
+    errors: dict[tuple[str, str], str] = {}
+    for rep in range(repeat):
+        for name, ds, fn in runs:
+            key = (name, ds.name)
+            if key in errors:
+                continue
+            try:
+                r = fn(ds)
+            except RuntimeError as e:
+                errors[key] = str(e)
+                say(f"{name} / {ds.name}: FAILED: {e}")
+                continue
+            results[key].append(r)
+            say(f"rep {rep + 1}/{repeat} {name:22s} {ds.name:8s} {fmt(r.msgs_per_s):>10s} msgs/s {fmt(r.samples_per_s):>11s} samples/s ({r.seconds:.2f}s)")
+    return results, errors
+
+
+def rate(results: Results, name: str, ds: str, what: str) -> float:
+    return med([getattr(r, what) for r in results.get((name, ds), [])])
+
+
+def print_table(results: Results, errors: dict[tuple[str, str], str], header: str) -> None:
+    print()
+    print(header)
+    print(f"{'consumer':24s} {'input':8s} {'msgs/s':>10s} {'samples/s':>11s}  {'runs (samples/s)'}")
+    for (name, ds), rs in results.items():
+        runs_s = ", ".join(fmt(r.samples_per_s) for r in rs)
+        print(f"{name:24s} {ds:8s} {fmt(rate(results, name, ds, 'msgs_per_s')):>10s} {fmt(rate(results, name, ds, 'samples_per_s')):>11s}  {runs_s}")
+    for (name, ds), rs in results.items():
+        if not name.startswith("shiftwatch"):
+            continue
+        sc = [x for r in rs for x in r.scrapes]
+        window = sum(r.seconds for r in rs) or float("nan")
+        frac = sum(sum(r.scrapes) for r in rs) / window
+        util = sum(r.cpu_s for r in rs) / window
+        per = 1e6 * sum(r.cpu_s for r in rs) / (sum(r.samples for r in rs) or float("nan"))
+        print(f"  ({name} {ds}: worker on CPU {100 * util:.0f}% of the timed window, {per:.1f} CPU-µs per sample; "
+              f"{len(sc)} early /metrics scrapes, {100 * frac:.1f}% of the window)")  # fmt: skip
+    for (name, ds), err in errors.items():
+        print(f"{name:24s} {ds:8s} {'FAILED':>10s}  {err.splitlines()[0][:80]}")
+
+
+def print_ratios(results: Results) -> dict[str, float]:
+    """The ratios against this run's anchors; returns the last line's numbers."""
+    r = lambda name, ds, what="samples_per_s": rate(results, name, ds, what)  # noqa: E731
+    kb, tb = r("shiftwatch keyed", "batched"), r("shiftwatch two_stage", "batched")
+    ks, ts = r("shiftwatch keyed", "single", "msgs_per_s"), r("shiftwatch two_stage", "single", "msgs_per_s")
+    raw_b, raw_s, bare_s = r("raw aiokafka", "batched"), r("raw aiokafka", "single", "msgs_per_s"), r("bare Faust", "single", "msgs_per_s")
+    ot, ok, raw_o = r("shiftwatch two_stage", "otlp"), r("shiftwatch keyed", "otlp"), r("raw aiokafka", "otlp")
+    print()
+    print("ratios (medians):")
+    print(f"  keyed batched samples/s ÷ raw aiokafka batched samples/s     = {kb / raw_b:.3f}   (target ≥ 0.5; ≥ 200,000 samples/s)")
+    print(f"  two_stage batched samples/s ÷ raw aiokafka batched samples/s = {tb / raw_b:.3f}")
+    print(f"  two_stage ÷ keyed, batched samples/s                         = {tb / kb:.3f}   (target ≥ 0.8)")
+    print(f"  two_stage ÷ keyed, single msgs/s                             = {ts / ks:.3f}   (target ≥ 0.8)")
+    print(f"  keyed single msgs/s ÷ bare Faust single msgs/s               = {ks / bare_s:.3f}   (target ≥ 0.8)")
+    print(f"  two_stage single msgs/s ÷ bare Faust single msgs/s           = {ts / bare_s:.3f}")
+    print(f"  bare Faust single msgs/s ÷ raw aiokafka single msgs/s        = {bare_s / raw_s:.3f}")
+    print(f"  keyed batched ÷ single samples/s                             = {kb / r('shiftwatch keyed', 'single'):.1f}")
+    if ot == ot or ok == ok:
+        print(f"  OTLP spans/s: two_stage {fmt(ot)}, keyed {fmt(ok)} (target ≥ 150,000 per worker); "
+              f"÷ raw aiokafka + ParseFromString {fmt(raw_o)} spans/s = {ot / raw_o:.3f} (two_stage), {ok / raw_o:.3f} (keyed)")  # fmt: skip
+    return {"samples_per_s": kb, "raw": kb / raw_b, "bare": ks / bare_s, "two_stage": tb / kb, "spans": ot}
+
+
+def print_partials(results: Results, bootstrap: str) -> None:
+    """Bytes per key per window per source partition on the last two-stage run's partials topic, per input."""
+    from partials_bytes import TARGET, measure
+
+    print()
+    print(f"partials topic (last two_stage run per input; target ≤ {TARGET:,} B per key per window per source partition):")
+    for (name, ds), rs in results.items():
+        if name == "shiftwatch two_stage" and rs and rs[-1].partials_topic:
+            try:
+                print(f"  {ds:8s} {measure(bootstrap, rs[-1].partials_topic).line()}")
+            except Exception as e:  # a report line, never the run's result
+                print(f"  {ds:8s} could not read {rs[-1].partials_topic}: {e}")
+
+
+def main() -> int:
+    args = parse_args()
+    repeat = args.repeat or (1 if args.quick else 3)
+    timeout = 90.0 if args.quick else 600.0
     started = time.monotonic()
 
     def say(msg: str) -> None:
@@ -654,87 +843,20 @@ def main() -> int:
             broker.start()
             bootstrap = broker.bootstrap
             say(f"broker on {bootstrap} (started in {broker.startup_seconds:.1f}s, full JIT)")
-        tag = uuid.uuid4().hex[:8]
-        single = Dataset("single", f"bench-single-{tag}", make_single(n_single, args.keys, args.rate, args.seed), n_single)
-        batched = Dataset("batched", f"bench-batched-{tag}", make_batched(n_batched, args.keys, args.rate, args.seed), n_batched * BATCH)
-        asyncio.run(create_topics(bootstrap, [single.topic, batched.topic]))
-        for ds in (single, batched):
-            dt = asyncio.run(produce(bootstrap, ds.topic, ds.messages))
-            mb = sum(len(v) for _, v in ds.messages) / 1e6
-            say(f"produced {ds.n_messages:,} {ds.name} messages ({ds.samples:,} samples, {mb:.1f} MB) in {dt:.1f}s")
-            ds.messages = []
-
-        runs: list[tuple[str, Dataset, object]] = []
-        if "raw" not in skip:
-            runs += [("raw aiokafka", single, lambda ds: run_raw(bootstrap, ds, work, timeout)),
-                     ("raw aiokafka", batched, lambda ds: run_raw(bootstrap, ds, work, timeout))]  # fmt: skip
-        if "bare" not in skip:
-            runs.append(("bare Faust", single, lambda ds: run_bare_faust(bootstrap, ds, work, timeout)))
-            if not quick:
-                runs.append(("bare Faust", batched, lambda ds: run_bare_faust(bootstrap, ds, work, timeout)))
-                runs.append(("bare Faust take(1000)", single, lambda ds: run_bare_faust(bootstrap, ds, work, timeout, "take")))
-        if "shiftwatch" not in skip:
-            for ds in (single, batched):
-                runs.append(("shiftwatch", ds, lambda ds: run_shiftwatch(bootstrap, ds, work, timeout, args.poll, args.worker_arg)))
-
-        results: dict[tuple[str, str], list[Result]] = collections.defaultdict(list)
-        errors: dict[tuple[str, str], str] = {}
-        for rep in range(repeat):
-            for name, ds, fn in runs:
-                key = (name, ds.name)
-                if key in errors:
-                    continue
-                try:
-                    r = fn(ds)  # type: ignore[operator]
-                except RuntimeError as e:
-                    errors[key] = str(e)
-                    say(f"{name} / {ds.name}: FAILED: {e}")
-                    continue
-                results[key].append(r)
-                say(f"rep {rep + 1}/{repeat} {name:22s} {ds.name:8s} {fmt(r.msgs_per_s):>10s} msgs/s {fmt(r.samples_per_s):>10s} samples/s ({r.seconds:.2f}s)")
-
-        def rate(name: str, ds: str, what: str) -> float:
-            rs = results.get((name, ds), [])
-            return med([getattr(r, what) for r in rs])
-
-        print()
-        print(f"throughput on {os.cpu_count()} cores, 4 partitions, {args.keys} keys, medians of {repeat}; "
-              f"single = {n_single:,} msgs × 1 sample, batched = {n_batched:,} msgs × {BATCH} samples")  # fmt: skip
+        datasets = make_datasets(args, bootstrap, say)
+        results, errors = run_all(plan_runs(args, bootstrap, work, timeout, datasets), repeat, say)
+        sizes = ", ".join(f"{ds.name} = {ds.n_messages:,} msgs / {ds.samples:,} samples" for ds in datasets)
+        print_table(results, errors, f"throughput on {os.cpu_count()} cores, {PARTITIONS} partitions, {args.keys} keys, medians of {repeat}; {sizes}")
         if WORKER_ENV or args.worker_arg:
             print(f"worker environment {WORKER_ENV}, extra worker arguments {args.worker_arg}")
-        print(f"{'consumer':24s} {'input':8s} {'msgs/s':>10s} {'samples/s':>11s}  {'runs (samples/s)'}")
-        for (name, ds), rs in results.items():
-            runs_s = ", ".join(fmt(r.samples_per_s) for r in rs)
-            print(f"{name:24s} {ds:8s} {fmt(rate(name, ds, 'msgs_per_s')):>10s} {fmt(rate(name, ds, 'samples_per_s')):>11s}  {runs_s}")
-        for ds in ("single", "batched"):
-            rs = results.get(("shiftwatch", ds), [])
-            if rs:
-                sc = [x for r in rs for x in r.scrapes]
-                window = sum(r.seconds for r in rs) or float("nan")
-                frac = sum(sum(r.scrapes) for r in rs) / window
-                util = sum(r.cpu_s for r in rs) / window
-                print(f"  (shiftwatch {ds}: worker on CPU {100 * util:.0f}% of the timed window, {1e6 * sum(r.cpu_s for r in rs) / (sum(r.samples for r in rs) or float('nan')):.1f} CPU-µs per sample; "
-                      f"{len(sc)} early /metrics scrapes, {100 * frac:.1f}% of the window)")
-        for (name, ds), err in errors.items():
-            print(f"{name:24s} {ds:8s} {'FAILED':>10s}  {err.splitlines()[0][:80]}")
+        last = print_ratios(results)
+        print_partials(results, bootstrap)
 
-        sw_b = rate("shiftwatch", "batched", "samples_per_s")
-        sw_s = rate("shiftwatch", "single", "msgs_per_s")
-        raw_b = rate("raw aiokafka", "batched", "samples_per_s")
-        raw_s = rate("raw aiokafka", "single", "msgs_per_s")
-        bare_s = rate("bare Faust", "single", "msgs_per_s")
-        print()
-        print("ratios:")
-        print(f"  shiftwatch batched samples/s ÷ raw aiokafka batched samples/s = {sw_b / raw_b:.3f}   (target ≥ 0.5; ≥ 200,000 samples/s)")
-        print(f"  shiftwatch single msgs/s ÷ bare Faust single msgs/s           = {sw_s / bare_s:.3f}   (target ≥ 0.8)")
-        print(f"  bare Faust single msgs/s ÷ raw aiokafka single msgs/s         = {bare_s / raw_s:.3f}")
-        print(f"  shiftwatch batched ÷ single samples/s                          = {sw_b / rate('shiftwatch', 'single', 'samples_per_s'):.1f}")
-
-        if args.profile and "shiftwatch" not in skip and not errors:
+        if args.profile and "shiftwatch" not in args.skip and not errors:
             say("profiling shiftwatch with py-spy (untimed runs)")
             print()
             print("where shiftwatch's time goes (py-spy, inclusive by first matching frame from the leaf):")
-            for ds in (single, batched):
+            for ds in datasets:
                 try:
                     p = profile_shiftwatch(bootstrap, ds, work, Path(args.profile), timeout, args.worker_arg)
                 except RuntimeError as e:
@@ -744,7 +866,8 @@ def main() -> int:
                     print(summarize_profile(p))
 
         say("done")
-        print(f"samples_per_s={sw_b:.0f} ratio_vs_raw_aiokafka={sw_b / raw_b:.3f} ratio_vs_bare_faust={sw_s / bare_s:.3f}")
+        print(f"samples_per_s={last['samples_per_s']:.0f} ratio_vs_raw_aiokafka={last['raw']:.3f} "
+              f"ratio_vs_bare_faust={last['bare']:.3f} ratio_two_stage_vs_keyed={last['two_stage']:.3f}")  # fmt: skip
         return 0 if not errors else 1
     finally:
         for p in LIVE:
