@@ -3,31 +3,50 @@
 One run starts its own KRaft broker (``tests/kafka_broker.py``, full JIT), pre-produces
 seeded input to 4-partition topics, then measures each consumer alone on the machine:
 
-  raw aiokafka   getmany() loop + json.loads of every value (a subprocess)
+  raw aiokafka   getmany() loop + json.loads of every value (a subprocess); on OTLP
+                 input ExportTraceServiceRequest.FromString + a walk over the spans
   bare Faust     an agent that does nothing (``async for _ in stream: pass``), a worker
                  subprocess from an app module generated in a temp dir; it times itself
                  (from its first message, for --min-seconds or the whole input)
-  shiftwatch     ``python -m stream.cli worker`` as a subprocess; samples/s from scraping
-                 ``shiftwatch_events_accepted_total`` on its /metrics (first accepted → all)
+  shiftwatch     ``python -m stream.cli worker`` as a subprocess, once with
+                 ``--topology keyed`` and once with ``--topology two_stage`` (the default:
+                 stage 1 per input partition publishes window partials to
+                 ``<app_id>-partials``, stage 2 merges them, in the same process);
+                 samples/s from scraping ``shiftwatch_events_accepted_total`` on its
+                 /metrics (first accepted → all). That counter is stage 1's in both
+                 topologies; stage 2 runs in the same process, so the end (the worker's
+                 CPU going idle, below) includes the merging that keeps up with it.
 
-on two inputs: one sample per message (``{"key","value","ts"}``) and 100 samples per
-message (a JSON array of 100 events of one key, the message keyed by that key).
+on three inputs: one sample per message (``{"key","value","ts"}``), 100 samples per
+message (a JSON array of 100 events of one key, the message keyed by that key), and
+OTLP (``--input-format otlp_proto``): records as the Collector's Kafka exporter writes
+them, key None, each one ExportTraceServiceRequest of ~500 spans (opentelemetry-sdk
+spans encoded by opentelemetry-exporter-otlp-proto-common, as benchmarks/otlp_bench.py
+builds them; a sample is a span). The JSON inputs are keyed by our key, so both
+topologies give the same answer on them; the OTLP input is not, which is what
+two_stage is for (keyed is shown for its cost only).
 Rates are counted from the first observation to the last (the first batch and the
 startup are excluded). Repetitions are interleaved; the table shows medians.
 
-    .venv/bin/python benchmarks/throughput.py [--quick] [--repeat N] [--profile DIR]
+    .venv/bin/python benchmarks/throughput.py [--quick] [--repeat N] [--profile DIR] [--otlp N]
         [--worker-env CONSUMER_MAX_FETCH_SIZE=8388608] [--worker-arg=--batch-size --worker-arg=500]
 
 shiftwatch's end time comes from the worker's CPU time in /proc going idle (a /metrics
 scrape costs the worker tens of ms for 100 keys, so it is scraped only to confirm);
 the table also shows the worker's CPU share of the window and CPU-µs per sample.
---profile samples one more (untimed) shiftwatch run per input with py-spy (on PATH or
-$PY_SPY) and prints where the time goes: Faust, json.loads, our validation, sketches,
-checkpoints.
+After the timed runs, the partials topic of each input's last two-stage run is read
+back (benchmarks/partials_bytes.py): bytes per key per window per source partition,
+median and max (target ≤ 2 KiB).
+--profile samples one more (untimed, two_stage) shiftwatch run per input with py-spy
+(on PATH or $PY_SPY) and prints where the time goes: Faust, json.loads, our
+validation, sketches, checkpoints.
 
-The last line is ``samples_per_s=<n> ratio_vs_raw_aiokafka=<x> ratio_vs_bare_faust=<y>``:
-shiftwatch's samples/s on batched input; that ÷ raw aiokafka samples/s on the same
-batched input; shiftwatch's msgs/s on single-sample input ÷ the bare Faust agent's.
+The last line is ``samples_per_s=<n> ratio_vs_raw_aiokafka=<x> ratio_vs_bare_faust=<y>
+ratio_two_stage_vs_keyed=<z>``: the keyed worker's samples/s on batched input; that ÷
+raw aiokafka samples/s on the same batched input; the keyed worker's msgs/s on
+single-sample input ÷ the bare Faust agent's; two_stage ÷ keyed samples/s on batched
+input (issue 15 target ≥ 0.8). OTLP spans/s (target ≥ 150,000 per worker) is in the
+ratios block.
 """
 
 from __future__ import annotations
