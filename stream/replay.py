@@ -19,6 +19,8 @@ from typing import BinaryIO, Iterator, TextIO
 
 from .events import Decoded
 from .pipeline import Output, Pipeline
+from sketches._varint import Reader
+
 from .incidents import IncidentGrouper
 from .records import dumps, iso
 from .settings import Settings
@@ -26,6 +28,25 @@ from .settings import Settings
 __all__ = ["run_replay", "replay_stream", "write_output"]
 
 BATCH_LINES = 1000
+
+
+def _delimited(fh: BinaryIO, size: int) -> Iterator[list[bytes]]:
+    """Length-delimited records (a varint length, then the bytes: protobuf's
+    ``writeDelimitedTo`` framing), for binary OTLP files, in lists of ``size``. A
+    truncated tail becomes one last record, which the decoder dead-letters."""
+    r = Reader(fh.read())
+    batch: list[bytes] = []
+    while r.pos < len(r.buf):
+        try:
+            batch.append(r.take(r.uvarint()))
+        except ValueError:  # a damaged frame: the rest is one bad record
+            batch.append(r.buf[r.pos :])
+            r.pos = len(r.buf)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _batches(fh: BinaryIO, size: int) -> Iterator[list[bytes]]:
@@ -72,7 +93,8 @@ def replay_stream(
     decoder, stats = pipeline.decoder, pipeline.stats
     grouper = IncidentGrouper() if "incident" in emit else None
     offset, last_full = 0, True
-    for lines in _batches(fh, BATCH_LINES):
+    framing = _delimited if getattr(pipeline.decoder, "format", "json") == "otlp_proto" else _batches
+    for lines in framing(fh, BATCH_LINES):
         stats.messages += len(lines)
         batch = decoder.decode_batch(zip(lines, range(offset + 1, offset + 1 + len(lines)), repeat(None)), name, 0)
         offset += len(lines)

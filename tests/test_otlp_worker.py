@@ -134,3 +134,27 @@ def test_the_cumulative_differencer_survives_a_checkpoint_round_trip():
     c = PartitionedState(PipelineConfig(), settings.make_decoder)
     c.restore(0, [(DECODER_KEY, b"garbage")])
     assert c.stats.checkpoint_errors == 1  # reported, and the partition still runs
+
+
+@pytest.mark.parametrize("encoding", ["otlp_proto", "otlp_json"])
+def test_replay_reads_otlp_files_and_finds_the_same_shift(tmp_path, capsys, encoding):
+    """Files: otlp_json one Collector record per line; otlp_proto length-delimited records
+    (a varint length before each, protobuf's writeDelimitedTo framing)."""
+    import json
+
+    from sketches._varint import uvarint_bytes
+    from stream.cli import main
+
+    records = _span_records(encoding)
+    path = tmp_path / f"spans.{encoding}"
+    if encoding == "otlp_proto":
+        path.write_bytes(b"".join(uvarint_bytes(len(r)) + r for r in records) + uvarint_bytes(50) + b"truncated")
+    else:
+        path.write_bytes(b"\n".join(records) + b"\n{not json\n")
+    argv = ["replay", str(path), "--input-format", encoding, "--span-kinds", "server", "--snapshot-interval", str(INTERVAL), "--emit", "shift,dead_letter"]
+    assert main(argv) == 0
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    shifts = [d for d in docs if d["type"] == "shift"]
+    assert [d["labels"] for d in shifts] == [{"service.name": "cart", "span.name": "GET /api/cart"}]
+    assert abs(shifts[0]["at"] - (T0_S + SHIFT_AT * INTERVAL)) <= 3 * INTERVAL
+    assert [d["reason"] for d in docs if d["type"] == "dead_letter"] == ["invalid_protobuf" if encoding == "otlp_proto" else "invalid_otlp_json"]
