@@ -626,10 +626,16 @@ def _bucket(frames: list[str]) -> str:
 
     if has("stream/web.py"):
         return "/metrics scrapes (the benchmark's polling)"
+    if has("stream/otlp/"):
+        return "decode: OTLP (protobuf parse, span rows)"
     if has("stream/events.py"):
         return "decode: json.loads" if has("json/decoder.py", "json/__init__.py") else "decode: our validation"
     if has("checkpoint (stream/app.py", "stream/checkpoint.py", "checkpoint_records"):
         return "checkpoint: encode + produce"
+    if has("stream/merge.py"):
+        return "stage 2: merge partials (decode, merge, close, detect)"
+    if has("stream/partials.py"):
+        return "stage 1: partials (fold window into sketch, encode)"
     if has("stream/pipeline.py", "stream/partitions.py"):
         if has("sketches/"):
             return "pipeline: sketch updates"
