@@ -191,13 +191,15 @@ def make_batched(n_msgs: int, keys: int, rate: float, seed: int) -> list[tuple[b
     return out
 
 
-def make_otlp(n_records: int, seed: int, base: int = 8) -> list[tuple[None, bytes]]:
+def make_otlp(n_records: int, seed: int, rate: float, base: int = 8) -> list[tuple[None, bytes]]:
     """Records as the Collector's Kafka exporter writes them: key None, each value one
     ExportTraceServiceRequest of ~500 spans (benchmarks/otlp_bench.py's SDK spans).
 
     The SDK makes ~7,000 spans/s, so ``base`` requests are made with it and the rest are
-    copies whose span times are shifted on by whole multiples of the base's time range
-    (protobuf message classes), keeping event time moving forward."""
+    copies (protobuf message classes) whose span times are shifted on by whole multiples
+    of the base's time range. End times are first rescaled to ``rate`` spans per second
+    of event time (durations kept), as dense as the JSON inputs: partials cost per window,
+    so a sparse timeline would overstate stage 1's and stage 2's share."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
@@ -205,13 +207,18 @@ def make_otlp(n_records: int, seed: int, base: int = 8) -> list[tuple[None, byte
 
     reqs = [ExportTraceServiceRequest.FromString(b) for b in make_records(min(base, n_records), seed=seed)]
     spans = [s for r in reqs for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans]
-    t_lo = min(s.start_time_unix_nano for s in spans)
-    span_ns = max(s.end_time_unix_nano for s in spans) - t_lo + 1_000_000
+    t_lo = min(s.end_time_unix_nano for s in spans)
+    span_ns = round(len(spans) / rate * 1e9)
+    c = span_ns / max(1, max(s.end_time_unix_nano for s in spans) - t_lo)
+    for sp in spans:
+        dur = sp.end_time_unix_nano - sp.start_time_unix_nano
+        sp.end_time_unix_nano = t_lo + round((sp.end_time_unix_nano - t_lo) * c)
+        sp.start_time_unix_nano = sp.end_time_unix_nano - dur
     out: list[tuple[None, bytes]] = []
     for i in range(n_records):
         req = ExportTraceServiceRequest()
         req.CopyFrom(reqs[i % len(reqs)])
-        shift = (i // len(reqs)) * span_ns
+        shift = (i // len(reqs)) * (span_ns + 1_000)
         if shift:
             for rs in req.resource_spans:
                 for ss in rs.scope_spans:
@@ -702,7 +709,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--batched", type=int, default=None, help="100-sample messages (default 60,000; 25,000 quick)")
     ap.add_argument("--otlp", type=int, default=None, help="OTLP records of ~500 spans (default 4,000; 1,000 quick; 0: no OTLP row)")
     ap.add_argument("--keys", type=int, default=100)
-    ap.add_argument("--rate", type=float, default=10_000.0, help="event-time samples per second of the input (default 10,000: 100 keys × 100/s)")
+    ap.add_argument("--rate", type=float, default=10_000.0, help="event-time samples (spans) per second of the input (default 10,000: 100 keys × 100/s)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--bootstrap", help="use this running broker (HOST:PORT) instead of starting one")
     ap.add_argument("--profile", metavar="DIR", help="after the timed runs, py-spy one shiftwatch run per input into DIR and summarize")
@@ -733,7 +740,7 @@ def make_datasets(args: argparse.Namespace, bootstrap: str, say) -> list[Dataset
            Dataset("batched", f"bench-batched-{tag}", make_batched(n_batched, args.keys, args.rate, args.seed), n_batched * BATCH)]  # fmt: skip
     if n_otlp:
         t = time.perf_counter()
-        msgs = make_otlp(n_otlp, args.seed)
+        msgs = make_otlp(n_otlp, args.seed, args.rate)
         base = [count_spans(v) for _, v in msgs[:8]]  # record i is a time-shifted copy of record i % 8
         spans = sum(base[i % len(base)] for i in range(n_otlp))
         out.append(Dataset("otlp", f"bench-otlp-{tag}", msgs, spans, input_format="otlp_proto"))  # type: ignore[arg-type]
