@@ -171,10 +171,15 @@ class MergeState(PartitionedState):
         return out
 
     def advance_to(self, t: float) -> Output:
-        """No record for a while: close what the event time ``t`` has passed."""
+        """No record for a while: close what the event time ``t`` has passed — only once
+        every source is silent past the grace (a source still within it may be behind)."""
         out = Output()
+        now = self.clock()
         for n, p in self.parts.items():
-            out.extend(self._close_ready(p, self._src(n), max(self._threshold(self._src(n)), t - self.config.lateness)))
+            src = self._src(n)
+            waiting = any(now - src.heard.get(s, src.since) < self.merge_grace_s for s in range(src.count))
+            t_src = self._threshold(src)
+            out.extend(self._close_ready(p, src, t_src if waiting else max(t_src, t - self.config.lateness)))
         return out
 
     # -- checkpoints ------------------------------------------------------
