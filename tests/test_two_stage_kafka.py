@@ -170,7 +170,9 @@ def two_worker_run(broker, tmp_path, messages, *extra: str, kill_after: float | 
         return {
             "counts": key_counts(*alive), "accepted": accepted(*alive), "quantiles": bucket_quantiles(*alive),
             "snapshots": snapshot_gauges(*alive), "shifts": shift_docs(b, topics), "before_kill": before,
-            "waited": counts, "per_worker": [accepted(w) for w in alive], "logs": "\n".join(w.tail(20) for w in alive),
+            "waited": counts, "per_worker": [accepted(w) for w in alive],
+            "counters": {n: sum(s.value for s in samples(*alive) if s.name == n) for n in ("shiftwatch_events_late_total", "shiftwatch_events_replayed_total")},
+            "logs": "\n".join(w.tail(20) for w in alive),
         }
     finally:
         w1.stop()
@@ -236,7 +238,7 @@ def test_source_partitions_far_apart_in_event_time(kafka_broker, tmp_path, runs)
     spread = unkeyed(msgs)
     ahead, behind = [m for m in spread if m[0] in (0, 1)], [m for m in spread if m[0] in (2, 3)]
     r = two_worker_run(kafka_broker, tmp_path, [ahead, behind], pause=5.0, wait=45.0)
-    assert r["counts"] == {k: len(v) for k, v in values.items()}, (r["counts"], r["logs"])
+    assert r["counts"] == {k: len(v) for k, v in values.items()}, (r["counts"], r["counters"], r["accepted"])
     assert r["accepted"] == sum(len(v) for v in values.values())
     assert r["shifts"] == runs["unkeyed"]["shifts"]
     assert r["snapshots"] == pytest.approx(runs["unkeyed"]["snapshots"], rel=0.02)
