@@ -577,7 +577,9 @@ class LogBuckets(Estimator):
         else:  # v4 writers keep the spans within 8 * max_bytes (see _fit)
             s.pos = BucketStore.decode(r, 8 * max_bytes)
             s.neg = BucketStore.decode(r, 8 * max_bytes - s.pos.arr.size)  # decoded: exactly the span
-        s._fitted = False  # re-checked on first use: the bytes may come from anywhere
+        # A v4 state within its byte budget fits as it is (its encoding is that long), so
+        # reads need not re-plan it; anything else is re-checked on first use.
+        s._fitted = version == _VERSION and len(data) <= max_bytes
         r.end()
         if s.zero + s.pos.total() + s.neg.total() != s.count:
             raise SketchDecodeError("bucket counts do not add up to the count")

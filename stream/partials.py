@@ -55,8 +55,7 @@ class WindowPartial:
     def window(self, sketch_bytes: int) -> Window:
         """As an open window (its values already in a sketch)."""
         win = Window(sketch_bytes)
-        win.merge_sketch(self.sketch, self.moments)
-        win.kept = self.examples
+        win.values, win.sketch, win.moments, win.kept = None, self.sketch, self.moments, self.examples
         return win
 
 

@@ -507,7 +507,7 @@ class Pipeline:
         st.recent.append(snap)
         out.snapshots.append(snap)
         st.keep_examples(w, win.examples(self.config.examples_per_window, w))
-        point = self._pool(st, w, win)
+        point = self._pool(st, w, win, snap)
         if point is not None:
             out.shifts.extend(self._detect(st, *point))
 
@@ -517,12 +517,12 @@ class Pipeline:
         q = tuple(float(x) for x in win.quantiles(c.quantiles))
         return Snapshot(st.key, start, end, int(m.count), float(m.mean), q, float(m.min), float(m.max), c.names, st.labels, windows)
 
-    def _pool(self, st: KeyState, w: int, win: Window) -> tuple[Snapshot, int] | None:
-        """The detector's next point: the window itself, or once a low-traffic key's
-        consecutive windows hold ``pool_min_samples`` values, their union."""
+    def _pool(self, st: KeyState, w: int, win: Window, snap: Snapshot) -> tuple[Snapshot, int] | None:
+        """The detector's next point: the window's snapshot itself, or once a low-traffic
+        key's consecutive windows hold ``pool_min_samples`` values, their union."""
         need = self.config.pool_min_samples
         if st.pool is None and win.moments.count >= need:
-            return self._snapshot(st, w * self._interval, (w + 1) * self._interval, win), 1
+            return snap, 1
         if st.pool is not None and (w * self._interval - st.pool_start) > self.config.pool_max_span_s:
             st.pool = None  # too old to mix with: start afresh
         if st.pool is None:
