@@ -170,6 +170,11 @@ class MergeState(PartitionedState):
             p.urgent.update(ev.key for ev in out.shifts)
         return out
 
+    def advance_idle(self, idle_s: float) -> Output:
+        """No partial for ``idle_s`` wall seconds: as :meth:`advance_to` from the newest
+        merged event time."""
+        return self.advance_to(self.max_ts + idle_s)
+
     def advance_to(self, t: float) -> Output:
         """No record for a while: close what the event time ``t`` has passed — only once
         every source is silent past the grace (a source still within it may be behind)."""

@@ -176,7 +176,9 @@ class PartitionedState:
     def _restore_partition(self, p: _Part, value: bytes) -> None:
         """Stage 1: the partition's newest event time, so its watermark resumes where it was."""
         try:
-            p.pipeline.max_ts = float(json.loads(value)["max_ts"])
+            doc = json.loads(value)
+            p.pipeline.max_ts = float(doc["max_ts"])
+            p.pipeline.sent_mark = float(doc.get("sent_mark", float("-inf")))
         except (ValueError, KeyError, TypeError) as e:
             self.stats.checkpoint_errors += 1
             log.error("partition record is invalid (%s); its watermark restarts", e)
@@ -246,6 +248,22 @@ class PartitionedState:
             keep.values.append(v)
             keep.ts.append(t)
         return keep
+
+    def advance_idle(self, idle_s: float) -> Output:
+        """The input has been idle ``idle_s`` wall seconds: move each partition's event time
+        on by that much from its own newest event (never by another partition's clock; a
+        partition that has seen nothing stays put — stage 2's merge grace covers it)."""
+        out = Output()
+        for p in self.parts.values():
+            if p.pipeline.max_ts > float("-inf"):
+                out.extend(self._advance(p, p.pipeline.max_ts + idle_s))
+        return out
+
+    def _advance(self, p: _Part, t: float) -> Output:
+        o = p.pipeline.advance_to(t)
+        if o.snapshots or o.partials:
+            p.due = True
+        return o
 
     def advance_to(self, t: float) -> Output:
         out = Output()
@@ -317,7 +335,7 @@ class PartitionedState:
         for key in pipe.evicted:
             records.append((key.encode("utf-8", "surrogateescape"), None))
         if self.config.stage == "partials" and pipe.max_ts > float("-inf"):
-            records.append((PARTITION_KEY, json.dumps({"max_ts": pipe.max_ts}).encode()))
+            records.append((PARTITION_KEY, json.dumps({"max_ts": pipe.max_ts, "sent_mark": pipe.sent_mark}).encode()))
         diff = getattr(pipe.decoder, "differencer", None)
         if diff is not None and len(diff):
             records.append((DECODER_KEY, diff.to_bytes()))

@@ -148,7 +148,7 @@ class Pipeline:
         #: Stage 1: the partition's source index and the window number its watermark closed up to.
         self.source = 0
         self._closed_upto = -(1 << 62)
-        self._sent_mark = -math.inf
+        self.sent_mark = -math.inf
         #: Stage 1: how far the partition may run past a key's window before it is closed anyway.
         self._force_lag = self._lateness + 2 * self._interval
         #: Labels of the keys in the batch being processed (set by :meth:`process`).
@@ -281,7 +281,8 @@ class Pipeline:
         before[0] = self.max_ts
         np.maximum.accumulate(t[:-1], out=before[1:])
         np.maximum(before, self.max_ts, out=before)
-        return before - self._force_lag
+        # never below a source watermark already sent: stage 2 may have closed those windows
+        return np.maximum(before - self._force_lag, self.sent_mark)
 
     def _process_each(self, decoded: Decoded, out: Output, wm: np.ndarray | None = None) -> None:
         dirty = self.dirty
@@ -383,7 +384,7 @@ class Pipeline:
         st.moments.merge(m)
         self.stats.accepted += h.count
         w = math.floor(h.ts / self._interval)
-        if self._late(w, max(st.horizon, self.max_ts - self._force_lag) if self._partials else st.horizon):
+        if self._late(w, max(st.horizon, self.max_ts - self._force_lag, self.sent_mark) if self._partials else st.horizon):
             self.stats.late += h.count
             if self._partials:
                 self._late_window(st).merge_sketch(h.sketch, m)
@@ -412,8 +413,8 @@ class Pipeline:
         out.extend(self._close_all(upto * self._interval, move_horizon=True))
         oldest = min((w for st in self.states.values() for w in st.windows), default=upto)
         mark = min(upto, oldest) * self._interval
-        if mark > self._sent_mark:
-            self._sent_mark = mark
+        if mark > self.sent_mark:
+            self.sent_mark = mark
             out.watermarks[self.source] = mark
 
     def apply_window(self, key: str, w: int, win: Window, labels: tuple[tuple[str, str], ...] = ()) -> Output:

@@ -369,9 +369,8 @@ class Worker:
         async with self.lock:
             if self.last_wall is not None:
                 idle = self.clock.wall() - self.last_wall
-                max_ts = self.state.max_ts
-                if idle >= self.idle_close_after_s and max_ts > 0:
-                    await self.publish(self.state.advance_to(max_ts + idle))
+                if idle >= self.idle_close_after_s and self.state.max_ts > 0:
+                    await self.publish(self.state.advance_idle(idle))
             await self.checkpoint_due()
 
     async def shutdown(self) -> int:
