@@ -502,7 +502,11 @@ class LogBuckets(Estimator):
         self.max = max(self.max, other.max)
         self._qexp = min(self._qexp, other._qexp)
         self._fitted = False
-        self._fit()
+        # The byte budget is checked lazily, as after update_many (reads and to_bytes fit
+        # first); only a span past the in-memory cap is fitted at once.
+        cap = 8 * self.max_bytes
+        if sum(b[1] - b[0] + 1 for b in (self.pos.bounds(), self.neg.bounds()) if b) > cap:
+            self._fit()
 
     def __add__(self, other: "LogBuckets") -> "LogBuckets":
         out = LogBuckets(max(self.max_bytes, other.max_bytes))
