@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field as _field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
@@ -41,7 +41,7 @@ from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from sketches.otel import PROM_MIN_SCHEMA, PromNativeHistogram
+from sketches import PromNativeHistogram, native_buckets
 
 from .events import REASONS
 from .otlp import OTLP_REASONS
@@ -129,8 +129,9 @@ DEFAULT_BUCKETS: tuple[float, ...] = parse_histogram_buckets(DEFAULT_BUCKETS_SPE
 
 @dataclass(slots=True, frozen=True)
 class SketchBuckets:
-    """A sketch's occupied buckets as arrays: OpenTelemetry indices at ``scale``
-    (bucket i holds (b**i, b**(i+1)], b = 2**(2**-scale)) and their counts."""
+    """A sketch's occupied positive buckets as arrays (what the classic counts need):
+    OpenTelemetry indices at ``scale`` (bucket i holds (b**i, b**(i+1)],
+    b = 2**(2**-scale)) and their counts; ``source`` is the sketch itself."""
 
     scale: int
     count: int
@@ -138,20 +139,17 @@ class SketchBuckets:
     zero_count: int
     pos_idx: np.ndarray
     pos_counts: np.ndarray
-    neg_idx: np.ndarray
-    neg_counts: np.ndarray
+    source: "LogBuckets" = _field(repr=False, compare=False)
 
     @classmethod
     def of(cls, s: "LogBuckets") -> "SketchBuckets":
-        # Reads the stores' dense arrays (public attributes) without the dense-list
+        # Reads the store's dense array (a public attribute) without the dense-list
         # conversion of sketches.otel.to_otel: a budgeted sketch spans up to ~8k
         # buckets, mostly empty, and /metrics reads every exported key per scrape.
         count = s.count  # flushes buffered updates first
-        sides = []
-        for store in (s.pos, s.neg):
-            nz = np.flatnonzero(store.arr)
-            sides += [nz.astype(np.int64) + store.offset, store.arr[nz].astype(np.int64)]
-        return cls(s.scale, count, float(s.sum), s.zero, *sides)
+        nz = np.flatnonzero(s.pos.arr)
+        idx, counts = nz.astype(np.int64) + s.pos.offset, s.pos.arr[nz].astype(np.int64)
+        return cls(s.scale, count, float(s.sum), s.zero, idx, counts, s)
 
 
 def classic_counts(b: SketchBuckets, bounds: np.ndarray) -> np.ndarray:
@@ -160,6 +158,10 @@ def classic_counts(b: SketchBuckets, bounds: np.ndarray) -> np.ndarray:
     A bucket counts below a boundary when its geometric midpoint does: exact for
     boundaries on bucket edges, within one bucket otherwise. Zeros and negatives
     (never accepted as latencies) count below every positive boundary.
+
+    Kept instead of ``sketches.le_counts`` (same counts on the default layout, whose
+    bounds are bucket edges; it interpolates inside a cut bucket otherwise): per scrape
+    it is 2.4x faster (1000 keys, 63 bounds: 40 ms vs 98 ms, median of 5).
     """
     below = b.count - int(b.pos_counts.sum())
     if b.pos_idx.size == 0:
@@ -169,33 +171,10 @@ def classic_counts(b: SketchBuckets, bounds: np.ndarray) -> np.ndarray:
     return below + cum[np.searchsorted(mids, bounds, side="right")]
 
 
-def _spans(j: np.ndarray, c: np.ndarray) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
-    """Prometheus spans and deltas of the non-empty buckets ``j`` (increasing) with counts ``c``."""
-    keep = c > 0
-    j, c = j[keep], c[keep]
-    if j.size == 0:
-        return (), ()
-    breaks = np.flatnonzero(np.diff(j) > 1) + 1
-    starts = np.concatenate(([0], breaks))
-    lengths = np.diff(np.concatenate((starts, [j.size])))
-    first = j[starts]
-    offsets = first.copy()
-    offsets[1:] = first[1:] - (first[:-1] + lengths[:-1])
-    return tuple(zip(offsets.tolist(), lengths.tolist())), tuple(np.diff(c, prepend=0).tolist())
-
-
 def native_of(b: SketchBuckets, schema: int = 8) -> PromNativeHistogram:
-    """Prometheus native histogram at ``min(b.scale, schema)``: 2**d buckets merge into one, exactly."""
-    schema = min(b.scale, schema)
-    if schema < PROM_MIN_SCHEMA:
-        raise ValueError(f"scale {b.scale} below Prometheus' minimum schema {PROM_MIN_SCHEMA}")
-    sides = []
-    for idx, counts in ((b.pos_idx, b.pos_counts), (b.neg_idx, b.neg_counts)):
-        j = (idx >> (b.scale - schema)) + 1  # Prometheus index = OpenTelemetry index + 1
-        u, first = np.unique(j, return_index=True)
-        sides.append(_spans(u, np.add.reduceat(counts, first) if u.size else counts))
-    (ps, pd), (ns, nd) = sides
-    return PromNativeHistogram(schema, b.count, b.sum, b.zero_count, 0.0, ps, pd, ns, nd)
+    """Prometheus native histogram at ``min(b.scale, schema)``: 2**d buckets merge into one, exactly
+    (``sketches.native_buckets``; as fast per scrape as the copy it replaced)."""
+    return native_buckets(b.source, min(b.scale, schema), sum=b.sum).to_histogram()
 
 
 def _native_sample(h: PromNativeHistogram) -> NativeHistogram:
