@@ -271,6 +271,7 @@ async def start_stage(settings: Settings, conn: Any, spec: StageSpec, producer: 
         batch_size=settings.batch_size,
         batch_within_s=settings.batch_within,
         idle_close_after_s=settings.idle_close_after,
+        empty_partition_after_s=settings.empty_partition_after,
         commit_errors=(CommitFailedError, IllegalStateError),
         fetch=(lambda ms, n: getmany_skipping(consumer, timeout_ms=ms, max_records=n)) if spec.fetch_skipping else None,
         health=health,

@@ -4,8 +4,10 @@ One :class:`MergeState` per worker holds, per *partials* partition, a merge-mode
 :class:`~stream.pipeline.Pipeline` and the newest watermark of every source (input)
 partition. A key's window ``w`` is merged from the partials of each source as they
 arrive and closes once every source's watermark has passed its end — or, for a source
-silent for ``merge_grace_s`` wall-clock seconds (an idle or empty input partition),
-without it. The closed window then runs through the same snapshot → pool → detector
+silent for ``merge_grace_s`` wall-clock seconds (an idle input partition), without
+it. A source that announced itself empty (watermark +inf: read to its end, never an
+event) is not waited for; its first partial or finite watermark makes it a source
+again, and a partial of a window closed while it was empty is late (all-time only). The closed window then runs through the same snapshot → pool → detector
 path as the one-stage topology, so shift events, ids and all-time state do not depend
 on how the producer partitioned the input.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -48,6 +51,11 @@ class _Sources:
     #: wall clock (monotonic) of each source's last watermark advance; not checkpointed
     heard: dict[int, float] = field(default_factory=dict)
     closed_upto: float = float("-inf")
+    #: sources that announced themselves empty (not waited for)
+    empty: set[int] = field(default_factory=set)
+    #: source -> ``closed_upto`` when it came back from empty: its partials of windows
+    #: ending by then are late, not replays
+    rejoined: dict[int, float] = field(default_factory=dict)
     changed: bool = False
     #: when this worker took the partition (the grace of sources not heard from yet)
     since: float = 0.0
@@ -89,7 +97,7 @@ class MergeState(PartitionedState):
             if isinstance(rec, SourceWatermark):
                 self._watermark(src, rec)
             else:
-                self._add(p, rec)
+                self._add(p, src, rec)
         p.next_offset = max(p.next_offset, records[-1].offset + 1)
         out.extend(self._close_ready(p, src))
         return out
@@ -101,15 +109,35 @@ class MergeState(PartitionedState):
 
     def _watermark(self, src: _Sources, wm: SourceWatermark) -> None:
         src.count = max(src.count, wm.sources)
-        if wm.t > src.wm.get(wm.source, float("-inf")):
+        if wm.t == math.inf:
+            if wm.source not in src.empty:
+                src.empty.add(wm.source)
+                src.heard[wm.source] = self.clock()
+                src.changed = True
+            return
+        if wm.source in src.empty:
+            self._rejoin(src, wm.source)
+            src.wm[wm.source] = wm.t
+            src.heard[wm.source] = self.clock()
+        elif wm.t > src.wm.get(wm.source, float("-inf")):
             src.wm[wm.source] = wm.t
             src.heard[wm.source] = self.clock()
             src.changed = True
 
-    def _add(self, p: _Part, part: WindowPartial) -> None:
+    def _rejoin(self, src: _Sources, source: int) -> None:
+        src.empty.discard(source)
+        src.rejoined[source] = src.closed_upto
+        src.changed = True
+
+    def _add(self, p: _Part, src: _Sources, part: WindowPartial) -> None:
         """Merge one partial (at most once per key, window and source)."""
         pipe = p.pipeline
         interval = self.config.snapshot_interval_s
+        if part.source in src.empty:
+            self._rejoin(src, part.source)
+        if (part.w + 1) * interval <= src.rejoined.get(part.source, -math.inf):
+            self._late_partial(p, part)
+            return
         st = pipe.states.get(part.key)
         if st is not None and (part.w + 1) * interval <= st.horizon:
             self.stats.replayed += 1  # its window is closed: a re-sent partial, or a late one
@@ -135,6 +163,18 @@ class MergeState(PartitionedState):
             win.merge(part.window(self.config.sketch_bytes))
         pipe.dirty.add(part.key)
 
+    def _late_partial(self, p: _Part, part: WindowPartial) -> None:
+        """A window closed while its source was empty: its events count all-time only
+        (as events late at their source do). Not deduplicated: a stage-1 crash right
+        after sending it may count it twice all-time (windows are unaffected)."""
+        st = p.pipeline._state(part.key)
+        for sketch, moments in ((part.sketch, part.moments), (part.late_sketch, part.late_moments)):
+            if sketch is not None and moments is not None and moments.count:
+                st.alltime.merge(sketch)
+                st.moments.merge(moments)
+                self.stats.late += moments.count
+        p.pipeline.dirty.add(part.key)
+
     # -- closing ----------------------------------------------------------
     def _threshold(self, src: _Sources) -> float:
         """Windows ending by this are complete: every source's watermark passed them,
@@ -142,6 +182,8 @@ class MergeState(PartitionedState):
         now = self.clock()
         marks = []
         for s in range(src.count):
+            if s in src.empty:
+                continue
             silent = now - src.heard.get(s, src.since) >= self.merge_grace_s
             if s in src.wm and not silent:
                 marks.append(src.wm[s])
@@ -182,7 +224,7 @@ class MergeState(PartitionedState):
         now = self.clock()
         for n, p in self.parts.items():
             src = self._src(n)
-            waiting = any(now - src.heard.get(s, src.since) < self.merge_grace_s for s in range(src.count))
+            waiting = any(s not in src.empty and now - src.heard.get(s, src.since) < self.merge_grace_s for s in range(src.count))
             t_src = self._threshold(src)
             out.extend(self._close_ready(p, src, t_src if waiting else max(t_src, t - self.config.lateness)))
         return out
@@ -192,7 +234,13 @@ class MergeState(PartitionedState):
         records = super().checkpoint_records(partition)
         src = self._src(partition)
         if src.changed:
-            doc = {"count": src.count, "wm": {str(k): v for k, v in src.wm.items()}, "closed_upto": src.closed_upto}
+            doc = {
+                "count": src.count,
+                "wm": {str(k): v for k, v in src.wm.items()},
+                "closed_upto": src.closed_upto,
+                "empty": sorted(src.empty),
+                "rejoined": {str(k): v for k, v in src.rejoined.items()},
+            }
             records.append((WATERMARKS_KEY, json.dumps(doc).encode()))
             src.changed = False
         return records
@@ -227,6 +275,8 @@ class MergeState(PartitionedState):
             src.count = int(doc["count"])
             src.wm = {int(k): float(v) for k, v in doc["wm"].items()}
             src.closed_upto = float(doc["closed_upto"])
+            src.empty = {int(s) for s in doc.get("empty", ())}
+            src.rejoined = {int(k): float(v) for k, v in doc.get("rejoined", {}).items()}
         except (ValueError, KeyError, TypeError) as e:
             self.stats.checkpoint_errors += 1
             log.error("partials partition %d: %s", partition, CheckpointError(f"bad watermark record: {e}"))

@@ -259,6 +259,12 @@ class PartitionedState:
                 out.extend(self._advance(p, p.pipeline.max_ts + idle_s))
         return out
 
+    def announce_empty(self, partition: int) -> Output:
+        """Stage 1: ``partition`` is caught up and has never held an event (see
+        :meth:`Pipeline.announce_empty`)."""
+        p = self.parts.get(partition)
+        return p.pipeline.announce_empty() if p is not None else Output()
+
     def _advance(self, p: _Part, t: float) -> Output:
         o = p.pipeline.advance_to(t)
         if o.snapshots or o.partials:

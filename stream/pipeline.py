@@ -417,6 +417,16 @@ class Pipeline:
             self.sent_mark = mark
             out.watermarks[self.source] = mark
 
+    def announce_empty(self) -> Output:
+        """Stage 1, a partition caught up to its end that has never held an event: a
+        watermark of +inf ("nothing pending here"), so stage 2 closes windows without
+        waiting out its merge grace for this source. Its first event sends a finite
+        watermark again (:meth:`_close_by_watermark`), and stage 2 waits for it anew."""
+        out = Output()
+        if self._partials and self.max_ts == -math.inf:
+            out.watermarks[self.source] = math.inf
+        return out
+
     def apply_window(self, key: str, w: int, win: Window, labels: tuple[tuple[str, str], ...] = ()) -> Output:
         """Stage 2: one key's merged window ``w`` from every source partition, closed."""
         out = Output()

@@ -141,6 +141,12 @@ class Settings:
     compression: str = _opt("zstd", "compression of the topics shiftwatch writes (zstd: smallest and fastest here, see README)", "kafka", choices=("none", "gzip", "snappy", "lz4", "zstd"))
     topology: str = _opt("two_stage", "two_stage: merge each key over every input partition (any producer keying); keyed: one stage, for input keyed by the event key", "worker", choices=("two_stage", "keyed"))
     merge_grace: float = _opt(120.0, "two-stage: seconds a merged window waits for a silent source partition", "worker", check=_positive)
+    empty_partition_after: float = _opt(
+        10.0,
+        "two-stage: seconds an input partition must be read to its end, never holding an event, before the merge stops waiting for it (0: never; it waits --merge-grace)",
+        "worker",
+        check=_non_negative,
+    )
     instance_id: str = _opt("", "static group membership id (group.instance.id), e.g. the pod name of a StatefulSet", "worker")
     session_timeout: float = _opt(30.0, "Kafka consumer session timeout, seconds", "worker", check=_positive)
     # -- decoding ---------------------------------------------------------

@@ -62,6 +62,10 @@ class Consumer(Protocol):
 
     async def committed(self, tp: Any) -> int | None: ...
 
+    def highwater(self, tp: Any) -> int | None: ...
+
+    async def position(self, tp: Any) -> int: ...
+
 
 class Producer(Protocol):
     """The part of ``AIOKafkaProducer`` the worker uses."""
@@ -113,6 +117,9 @@ class Worker:
     batch_size: int = 1000
     batch_within_s: float = 0.2
     idle_close_after_s: float = 10.0
+    #: Stage 1: an input partition read to its end this long without an event is announced
+    #: empty, so stage 2 stops waiting for it (0: never; stage 2 waits its merge grace).
+    empty_partition_after_s: float = 10.0
     #: Exceptions of ``consumer.commit`` that mean "the group moved on" (logged, not raised).
     commit_errors: CommitErrors = ()
     #: Called with each shift event published; returns more (topic, key, value) records (incidents).
@@ -136,6 +143,9 @@ class Worker:
         self.committed: dict[int, int] = {}
         #: partitions revoked with their state kept (and the offset it reflects) until the next assignment.
         self.kept: dict[int, int] = {}
+        #: Stage 1: when each input partition was assigned (monotonic), and those checked for emptiness.
+        self.assigned_at: dict[int, float] = {}
+        self.checked_empty: set[int] = set()
 
     # -- outputs ----------------------------------------------------------
     async def publish(self, out: Output, origin: dict[tuple[int, int], Any] | None = None) -> None:
@@ -269,6 +279,9 @@ class Worker:
                 self.state.revoke(p)  # someone else moved it on: our copy is stale
             if p not in self.state.parts and p not in self.restoring:
                 self.restoring[p] = asyncio.ensure_future(self._restore(p))
+        now = self.clock.monotonic()
+        self.assigned_at = {p: self.assigned_at.get(p, now) if p in reused else now for p in parts}
+        self.checked_empty &= set(reused)
         log.info("partitions %s assigned%s", parts, f" (state kept for {sorted(reused)})" if reused else "")
         self.health.assigned = bool(parts)  # type: ignore[union-attr]
 
@@ -367,11 +380,41 @@ class Worker:
         if self.stopping:
             return
         async with self.lock:
+            await self._announce_empty()
             if self.last_wall is not None:
                 idle = self.clock.wall() - self.last_wall
                 if idle >= self.idle_close_after_s and self.state.max_ts > 0:
                     await self.publish(self.state.advance_idle(idle))
             await self.checkpoint_due()
+
+    async def _announce_empty(self) -> None:
+        """Stage 1: an input partition assigned for ``empty_partition_after_s``, read to its
+        end and without a single event tells stage 2 not to wait for it. Without this, a
+        topic with fewer keys than partitions holds the first windows back by the merge
+        grace. The price: if such a partition later gets events older than what stage 2
+        has closed, they count all-time only (late), as with Flink's idle sources."""
+        after = self.empty_partition_after_s
+        if self.topics.partials is None or after <= 0:
+            return
+        now = self.clock.monotonic()
+        for p in sorted(self.state.parts):
+            if p in self.checked_empty or now - self.assigned_at.get(p, now) < after or not self._restored(p):
+                continue
+            if not await self._caught_up(p):
+                continue  # a backlog not fetched yet is not an empty partition
+            self.checked_empty.add(p)
+            out = self.state.announce_empty(p)
+            if out.watermarks:
+                log.info("partition %d is empty: stage 2 will not wait for it", p)
+                await self.publish(out)
+
+    async def _caught_up(self, partition: int) -> bool:
+        tp = _tp(self.topics.input, partition)
+        try:
+            hw = self.consumer.highwater(tp)
+            return hw is not None and await asyncio.wait_for(self.consumer.position(tp), 1.0) >= hw
+        except Exception:  # not assigned any more, or no position yet: ask again next time
+            return False
 
     async def shutdown(self) -> int:
         """Stop applying, checkpoint and commit every partition; returns records written."""

@@ -47,7 +47,7 @@ def test_shift_metrics_and_dead_letters_end_to_end(kafka_broker, tmp_path):
     messages.sort(key=lambda m: json.loads(m[1])[0]["ts"])
     messages[10:10] = [(b"A", raw) for raw in BAD]
 
-    worker = WorkerProc(bootstrap, topics, tmp_path, "--snapshot-interval", "10", "--merge-grace", "15").start()
+    worker = WorkerProc(bootstrap, topics, tmp_path, "--snapshot-interval", "10").start()
     try:
         run(produce(bootstrap, topics.events, messages))
         shifts = run(consume_until(bootstrap, topics.shifts, lambda r: len(r) >= 1, timeout=120, settle=8))

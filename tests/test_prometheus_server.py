@@ -197,9 +197,9 @@ def test_prometheus_scrapes_a_worker_histogram_and_shift_counter(kafka_broker, t
     for key in ("A", "B"):
         mine = [e for e in events if e["key"] == key]
         msgs += [(key.encode(), json.dumps(mine[i : i + 100]).encode()) for i in range(0, len(mine), 100)]
-    # Two keys on a 4-partition topic leave partitions empty: the merge stage waits
-    # --merge-grace for them before closing windows without them.
-    worker = WorkerProc(b, topics, tmp_path, "--snapshot-interval", "10", "--merge-grace", "15").start()
+    # Two keys on a 4-partition topic leave partitions empty: they announce it after
+    # --empty-partition-after (10 s), and the merge stage stops waiting for them.
+    worker = WorkerProc(b, topics, tmp_path, "--snapshot-interval", "10").start()
     prom = Prometheus(tmp_path, [worker.port])
     try:
         run(produce(b, topics.events, msgs))

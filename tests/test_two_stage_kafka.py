@@ -7,6 +7,7 @@ run. Shift events, exact counts and per-key percentiles must agree between the r
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 
@@ -234,7 +235,9 @@ def test_source_partitions_far_apart_in_event_time(kafka_broker, tmp_path, runs)
     msgs, values = dataset()
     spread = unkeyed(msgs)
     ahead, behind = [m for m in spread if m[0] in (0, 1)], [m for m in spread if m[0] in (2, 3)]
-    r = two_worker_run(kafka_broker, tmp_path, [ahead, behind], pause=5.0, wait=45.0)
+    # Partitions 2 and 3 are empty for a while, not behind a backlog: tell the workers so
+    # (--empty-partition-after 0), else they would announce themselves empty after 10 s.
+    r = two_worker_run(kafka_broker, tmp_path, [ahead, behind], "--empty-partition-after", "0", pause=5.0, wait=45.0)
     assert r["counts"] == {k: len(v) for k, v in values.items()}, (r["counts"], r["counters"], r["accepted"])
     assert r["accepted"] == sum(len(v) for v in values.values())
     assert r["shifts"] == runs["unkeyed"]["shifts"]
@@ -287,3 +290,34 @@ def test_idle_merge_stage_waits_for_a_source_within_the_grace():
     assert not m.advance_to(T0 + 112).snapshots
     now[0] = 31.0  # source 1 silent past the grace: the windows close
     assert len(m.advance_to(T0 + 131).snapshots) == 10
+
+
+def test_merge_stage_skips_an_empty_source_and_takes_it_back_when_it_speaks():
+    """Source 1 of 2 announced itself empty (+inf): source 0's watermark alone closes
+    windows. Source 1's partial of a window already closed counts all-time as late;
+    after its finite watermark stage 2 waits for it again."""
+    from stream.merge import MergeState
+    from stream.partials import SourceWatermark, encode_partial, encode_watermark, partial_of
+    from stream.pipeline import PipelineConfig
+    from stream.window import Window
+
+    w0 = int(T0 // 10)
+
+    def part(w: int, source: int, n: int = 50) -> bytes:
+        win = Window(1024)
+        win.update_many(np.full(n, 40.0 + w))
+        return encode_partial(partial_of("A", w0 + w, source, win, (), 1024))
+
+    m = MergeState(PipelineConfig(snapshot_interval_s=10.0, stage="merge"), merge_grace_s=300.0, clock=lambda: 0.0)
+    feed = lambda *vs: m.process_records("app-partials", 0, [_Rec(i, v) for i, v in enumerate(vs)])  # noqa: E731
+    recs = [encode_watermark(SourceWatermark(1, 2, math.inf))] + [part(w, 0) for w in range(10)]
+    out = feed(*recs, encode_watermark(SourceWatermark(0, 2, T0 + 100)))
+    assert len(out.snapshots) == 10  # no grace waited for the empty source
+    out = feed(part(3, 1, n=7))
+    assert not out.snapshots and m.stats.late == 7
+    st = m.parts[0].pipeline.states["A"]
+    assert st.moments.count == 10 * 50 + 7  # late, yet counted all-time
+    out = feed(encode_watermark(SourceWatermark(1, 2, T0 + 100)), part(10, 0), encode_watermark(SourceWatermark(0, 2, T0 + 120)))
+    assert not out.snapshots  # source 1 is back: window 10 waits for its watermark
+    out = feed(encode_watermark(SourceWatermark(1, 2, T0 + 120)))
+    assert len(out.snapshots) == 1

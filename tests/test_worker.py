@@ -93,6 +93,12 @@ class FakeConsumer:
     async def committed(self, tp: Any) -> int | None:
         return self.b.committed.get(tp.partition)
 
+    def highwater(self, tp: Any) -> int | None:
+        return len(self.b.input.get(tp.partition, [])) if tp in self.pos else None
+
+    async def position(self, tp: Any) -> int:
+        return self.pos[tp]
+
 
 class FakeProducer:
     def __init__(self, broker: Broker) -> None:
@@ -435,3 +441,33 @@ def test_two_stage_crash_of_either_stage_loses_and_doubles_nothing():
     got = run(go())
     ids = [d["id"] for d in got if d["type"] == "shift"]
     assert len(set(ids)) == len(ids) and set(ids) == {d["id"] for d in expected if d["type"] == "shift"}
+
+
+def test_two_stage_does_not_wait_the_merge_grace_for_empty_input_partitions():
+    """Two keys on a 4-partition topic: partitions 2 and 3 never hold an event. Read to
+    their end, they say so, and stage 2 closes windows once the partitions with data
+    have passed them — not a merge grace (30 s here) later."""
+    a, bb = data()
+    expected, _ = _run_two_stage(_spread({"A": a, "B": bb}, 4, keyed=True))
+
+    async def go(highwater_known: bool) -> tuple[int, list[dict]]:
+        b = Broker()
+        for p, msgs in _spread({"A": a, "B": bb}, 4, keyed=True).items():
+            b.load(p, msgs)
+        w1, c1, w2, c2 = two_stage(b)
+        if not highwater_known:  # the client has no fetch response yet: maybe a backlog
+            c1.highwater = lambda tp: None  # type: ignore[method-assign]
+        await w1.on_assigned(c1.assign([0, 1, 2, 3]))
+        await w2.on_assigned(c2.assign([0, 1]))
+        for _ in range(200):
+            await w1.step()
+            await w2.step()
+        assert w2.state.stats.snapshots == 0  # partitions 2 and 3 not heard from: waiting
+        w1.clock.t += max(w1.idle_close_after_s, w1.empty_partition_after_s)  # type: ignore[attr-defined]
+        await w1.tick()
+        await w2.step()
+        return w2.state.stats.snapshots, b.published("shifts")
+
+    snapshots, shifts = run(go(highwater_known=True))
+    assert snapshots > 0 and shifts == expected
+    assert run(go(highwater_known=False)) == (0, [])
